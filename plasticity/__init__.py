@@ -1,0 +1,19 @@
+"""plasticity: a benchmark suite for biologically-plausible learning rules.
+
+Public API for plugin authors: the decorators, the `LearningRule`, `Task` and `OptimizerSpec`
+base classes, and the network they operate on.
+"""
+from .errors import ConfigError, DataError, PlasticityError, RegistryError
+from .network import MLP, Trace
+from .optimizers import OptimizerSpec, build_optimizer
+from .registry import load_plugins, register_optimizer, register_rule, register_task
+from .rule import FeedbackPair, LearningRule
+from .task import Activation, RawData, Split, Task, TaskData, TaskParams, default_data_dir
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Trace", "LearningRule", "FeedbackPair", "Task", "TaskParams", "TaskData", "RawData", "Split",
+    "Activation", "OptimizerSpec", "build_optimizer", "register_rule", "register_task", "register_optimizer",
+    "load_plugins", "default_data_dir", "PlasticityError", "ConfigError", "DataError", "RegistryError",
+]

@@ -1,0 +1,123 @@
+"""Typed hyperparameter sets: build a `Params` dataclass from suite values, with checks.
+
+Every rule, task and optimizer declares its hyperparameters as a dataclass named `Params`.
+`make_params` turns the plain values of a suite file into an instance, rejecting unknown keys
+and wrong types with a message that names where the value came from and what was expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+from .errors import ConfigError, closest
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """Placeholder for components without hyperparameters."""
+
+
+def fields(params_cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(params_cls)}
+
+
+def default_value(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if tp is type(None):
+        return "none"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it in the field's own type.
+
+    Ints are accepted where a float is expected; lists become tuples; bools are never numbers.
+    """
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}"
+                          f"{closest(str(value), [str(a) for a in get_args(tp)])}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        errors = []
+        for arg in get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        item_tp = args[0] if args else Any
+        return tuple(coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def make_params(params_cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """Instantiate `params_cls` from plain values, naming `where` in every error."""
+    values = dict(values or {})
+    known = fields(params_cls)
+    hints = typing.get_type_hints(params_cls)
+    for key in values:
+        if key not in known:
+            choices = ", ".join(known) or "(none)"
+            raise ConfigError(f"{where}: unknown parameter '{key}'{closest(key, known)}; "
+                              f"known parameters: {choices}")
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    try:
+        return params_cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    """Plain JSON-able values of a Params instance (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        return list(plain(x) for x in v) if isinstance(v, (tuple, list)) else v
+    return {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)}
+
+
+def describe(params_cls: type) -> list[tuple[str, str, Any]]:
+    """(name, type description, default) for each field, for `plasticity list`."""
+    hints = typing.get_type_hints(params_cls)
+    return [(f.name, _type_name(hints[f.name]), default_value(f)) for f in dataclasses.fields(params_cls)]

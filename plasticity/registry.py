@@ -1,0 +1,199 @@
+"""One registry of rules, tasks and optimizers, fed by plugin folders, entry points and decorators.
+
+Plugin folders (`rules/`, `tasks/` of the repository, any `--plugins DIR`, `PLASTICITY_PLUGINS`,
+a suite's `plugins = [...]`) are scanned for `*.py` files, each imported as its own module;
+pip-installed packages add theirs through the entry-point groups `plasticity.rules`,
+`plasticity.tasks` and `plasticity.optimizers`. Both end in the decorators below.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .errors import RegistryError, unknown
+
+KINDS = ("rule", "task", "optimizer")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_PLUGIN_DIRS = tuple(p for p in (REPO_ROOT / "rules", REPO_ROOT / "tasks") if p.is_dir())
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered component: its class, the file that defined it, and a one-line summary."""
+    kind: str
+    name: str
+    obj: Any
+    source: str
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.obj) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else "(no description)"
+
+
+_entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+_loaded_files: set[Path] = set()
+_entry_points_loaded = False
+
+
+def _source_of(obj: Any) -> str:
+    try:
+        return inspect.getsourcefile(obj) or getattr(obj, "__module__", "?")
+    except TypeError:
+        return getattr(obj, "__module__", "?")
+
+
+def register(kind: str, name: str, obj: Any) -> Any:
+    """Add `obj` under `name`; a second component with the same name is an error naming both files."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise RegistryError(f"{kind} name must be a non-empty word, got {name!r} ({_source_of(obj)})")
+    source = _source_of(obj)
+    old = _entries[kind].get(name)
+    if old is not None:
+        if old.obj is obj:
+            return obj
+        raise RegistryError(f"two {kind}s are named '{name}': one in {old.source}, "
+                            f"another in {source}; rename one of them")
+    obj.name = name
+    _entries[kind][name] = Entry(kind, name, obj, source)
+    return obj
+
+
+def _decorator(kind: str, name: str) -> Callable[[T], T]:
+    def wrap(obj: T) -> T:
+        return register(kind, name, obj)
+    return wrap
+
+
+def register_rule(name: str) -> Callable[[T], T]:
+    """Class decorator: make a `LearningRule` subclass available to suites under `name`."""
+    return _decorator("rule", name)
+
+
+def register_task(name: str) -> Callable[[T], T]:
+    """Class decorator: make a `Task` subclass available to suites under `name`."""
+    return _decorator("task", name)
+
+
+def register_optimizer(name: str) -> Callable[[T], T]:
+    """Class decorator: make an `OptimizerSpec` subclass available to suites under `name`."""
+    return _decorator("optimizer", name)
+
+
+def load_plugin_file(path: Path) -> None:
+    """Import one plugin file as its own module; an error names the file and the cause."""
+    path = Path(path).resolve()
+    if path in _loaded_files:
+        return
+    module_name = f"plasticity_plugins.{path.parent.name}_{abs(hash(str(path.parent))) % 10**8}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise RegistryError(f"cannot import plugin file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    _loaded_files.add(path)
+    try:
+        spec.loader.exec_module(module)
+    except RegistryError:
+        raise
+    except BaseException as exc:
+        sys.modules.pop(module_name, None)
+        _loaded_files.discard(path)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        tb = traceback.extract_tb(exc.__traceback__)
+        line = next((f.lineno for f in reversed(tb) if Path(f.filename).resolve() == path), None)
+        at = f", line {line}" if line else ""
+        raise RegistryError(f"plugin file {path}{at} failed to import: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def load_plugin_dir(directory: Path) -> None:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RegistryError(f"plugin folder {directory} does not exist")
+    for path in sorted(directory.glob("*.py")):
+        if not path.name.startswith("_"):
+            load_plugin_file(path)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for kind in KINDS:
+        for ep in importlib.metadata.entry_points(group=f"plasticity.{kind}s"):
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise RegistryError(f"entry point '{ep.name}' in group plasticity.{kind}s "
+                                    f"({ep.value}) failed to import: {type(exc).__name__}: {exc}") from exc
+            if inspect.isclass(obj) and all(e.obj is not obj for e in _entries[kind].values()):
+                register(kind, ep.name, obj)
+
+
+def plugin_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """The folders scanned: built-in ones, then PLASTICITY_PLUGINS, then `extra`."""
+    dirs = list(BUILTIN_PLUGIN_DIRS)
+    env = os.environ.get("PLASTICITY_PLUGINS", "")
+    dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs += [Path(p) for p in extra]
+    seen: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [s.resolve() for s in seen]:
+            seen.append(d)
+    return seen
+
+
+def load_plugins(extra_dirs: Iterable[str | Path] = ()) -> None:
+    """Populate the registry from every source; safe to call repeatedly."""
+    from . import optimizers  # noqa: F401  built-in optimizers register on import
+    _load_entry_points()
+    for d in plugin_dirs(extra_dirs):
+        load_plugin_dir(d)
+
+
+def names(kind: str) -> list[str]:
+    return sorted(_entries[kind])
+
+
+def entries(kind: str) -> list[Entry]:
+    return [_entries[kind][n] for n in names(kind)]
+
+
+def get(kind: str, name: str, where: str = "") -> Any:
+    """The registered class, or an error listing the known names and the closest match."""
+    try:
+        return _entries[kind][name].obj
+    except KeyError:
+        raise RegistryError(unknown(kind, name, _entries[kind], where)) from None
+
+
+def get_rule(name: str, where: str = "") -> Any:
+    return get("rule", name, where)
+
+
+def get_task(name: str, where: str = "") -> Any:
+    return get("task", name, where)
+
+
+def get_optimizer(name: str, where: str = "") -> Any:
+    return get("optimizer", name, where)
+
+
+def _unregister(kind: str, name: str) -> None:
+    """For tests: forget a component."""
+    _entries[kind].pop(name, None)

@@ -1,0 +1,152 @@
+"""The task contract: data splits, a default architecture, thresholds and a default budget.
+
+A task in `tasks/` subclasses `Task`, declares `Params` (extending `TaskParams` to change the
+defaults), and implements `load_arrays(data_dir)` returning the raw train and test arrays. The
+base class carves the validation split out of train (a fixed permutation, the same for every
+seed, so seeds vary only initialisation and batch order), normalises with training statistics
+and moves tensors to the device.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .network import MLP
+
+VAL_SPLIT_SEED = 20240531
+Activation = Literal["relu", "tanh", "leaky_relu", "sigmoid", "linear"]
+Init = Literal["torch", "he_normal", "xavier_uniform", "lecun_normal"]
+Normalize = Literal["standard", "unit", "symmetric"]
+
+
+def default_data_dir() -> Path:
+    """`PLASTICITY_DATA` if set, else a per-user cache (`$XDG_CACHE_HOME/plasticity`)."""
+    env = os.environ.get("PLASTICITY_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "plasticity"
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Parameters every task shares; a task's own `Params` extends this with new defaults."""
+    hidden: tuple[int, ...] = (256, 256)
+    activation: Activation = "relu"
+    init: Init = "torch"
+    init_scale: float = 1.0
+    batch_size: int = 100
+    val_size: int = 5000
+    normalize: Normalize = "standard"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be positive (0 means full batch), got {self.batch_size}")
+        if self.val_size < 1:
+            raise ValueError(f"val_size must be at least 1, got {self.val_size}")
+        if any(w < 1 for w in self.hidden):
+            raise ValueError(f"hidden widths must be positive, got {list(self.hidden)}")
+        if self.init_scale <= 0:
+            raise ValueError(f"init_scale must be positive, got {self.init_scale}")
+
+
+@dataclass
+class RawData:
+    """Arrays as read from disk: inputs (n, features) of any numeric type, integer labels."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class TaskData:
+    train: Split
+    val: Split
+    test: Split
+    n_inputs: int
+    n_classes: int
+
+
+class Task:
+    """Base class of the task harnesses; subclass, set the class attributes, register it."""
+
+    name: ClassVar[str] = "?"
+    Params: ClassVar[type] = TaskParams
+    #: Validation accuracies whose first crossing gives updates-to-accuracy.
+    thresholds: ClassVar[tuple[float, ...]] = (0.9,)
+    #: Budget used when a suite gives none: any of updates / epochs / seconds.
+    budget: ClassVar[dict[str, float]] = {"epochs": 10}
+    #: Whether the task needs files (False for embedded data).
+    needs_files: ClassVar[bool] = True
+
+    def __init__(self, params: Any, data_dir: str | Path | None = None) -> None:
+        self.params = params
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+
+    def load_arrays(self, data_dir: Path) -> RawData:
+        raise NotImplementedError
+
+    def data(self, device: torch.device, dtype: torch.dtype) -> TaskData:
+        """Train / validation / test tensors on `device`, normalised with training statistics."""
+        key = (type(self), self.params, str(self.data_dir), str(device), dtype)
+        if key in _DATA_CACHE:
+            return _DATA_CACHE[key]
+        raw = self.load_arrays(self.data_dir)
+        data = prepare(raw, self.params, device, dtype)
+        _DATA_CACHE.clear()  # keep one task in memory: CIFAR-10 alone is ~0.6 GB
+        _DATA_CACHE[key] = data
+        return data
+
+    def build_network(self, n_inputs: int, n_classes: int, generator: torch.Generator) -> MLP:
+        p = self.params
+        return MLP([n_inputs, *p.hidden, n_classes], hidden_activation=p.activation,
+                   init=p.init, init_scale=p.init_scale, generator=generator)
+
+
+_DATA_CACHE: dict[tuple, TaskData] = {}
+
+
+def prepare(raw: RawData, params: TaskParams, device: torch.device, dtype: torch.dtype) -> TaskData:
+    """Carve validation from train, normalise, flatten and convert to tensors."""
+    x_train = raw.x_train.reshape(len(raw.x_train), -1).astype(np.float64)
+    x_test = raw.x_test.reshape(len(raw.x_test), -1).astype(np.float64)
+    n = len(x_train)
+    if params.val_size >= n:
+        raise ConfigError(f"val_size={params.val_size} leaves no training data (the training set has {n} examples)")
+    order = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
+    val_idx, train_idx = order[: params.val_size], order[params.val_size:]
+    x_val, y_val = x_train[val_idx], raw.y_train[val_idx]
+    x_tr, y_tr = x_train[train_idx], raw.y_train[train_idx]
+    lo, hi = x_tr.min(), x_tr.max()
+    if params.normalize == "standard":
+        shift, scale = x_tr.mean(axis=0), x_tr.std(axis=0)
+        scale = np.where(scale < 1e-8 * max(1.0, float(scale.max())), 1.0, scale)
+    elif params.normalize == "unit":  # [0, 1]
+        shift, scale = lo, (hi - lo) or 1.0
+    else:  # symmetric: [-1, 1]
+        shift, scale = (hi + lo) / 2, ((hi - lo) / 2) or 1.0
+
+    def tensor_split(x: np.ndarray, y: np.ndarray) -> Split:
+        xt = torch.as_tensor((x - shift) / scale, dtype=dtype).to(device)
+        yt = torch.as_tensor(np.asarray(y, dtype=np.int64)).to(device)
+        return Split(xt, yt)
+
+    return TaskData(tensor_split(x_tr, y_tr), tensor_split(x_val, y_val), tensor_split(x_test, raw.y_test),
+                    n_inputs=x_tr.shape[1], n_classes=raw.n_classes)
