@@ -1,0 +1,248 @@
+"""The engine loop: train one cell, count updates / examples / training seconds, evaluate, stop.
+
+Data sits on the device; a batch is an index slice of a per-epoch permutation drawn on the CPU
+(the same order on every device). Training seconds exclude evaluation: the clock runs in
+segments between evaluations, and on CUDA the device is synchronised before a segment is read,
+so asynchronous kernels are counted where they run. A non-finite loss (checked every update on
+the CPU, every `CUDA_CHECK_EVERY` updates on CUDA to avoid a host sync per step) or a
+non-finite weight (checked at each evaluation) ends the cell as `diverged`.
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import registry
+from .params import make_params
+from .results import CellWriter
+from .suite import NO_OPTIMIZER, Cell
+from .task import Split, TaskData
+
+CUDA_CHECK_EVERY = 25
+EVAL_CHUNK = 10000
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is an error that says so."""
+    from .errors import ConfigError
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); "
+                          "use --device cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device '{name}'; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:
+    """Update counts 1, 2, 3, 5, 7, 10, 15, ... (`per_decade` points per decade, rounded, unique)."""
+    points, k = [], 0
+    while True:
+        p = int(round(10 ** (k / per_decade)))
+        if p > limit:
+            return points
+        if not points or p > points[-1]:
+            points.append(p)
+        k += 1
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, split: Split) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of the network's outputs on a split (non-finite rows count wrong)."""
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(split), EVAL_CHUNK):
+        x, y = split.x[start:start + EVAL_CHUNK], split.y[start:start + EVAL_CHUNK]
+        out = net(x)
+        finite = torch.isfinite(out).all(dim=1)
+        correct += int(((out.argmax(dim=1) == y) & finite).sum())
+        loss_sum += float(torch.nn.functional.cross_entropy(out.double(), y, reduction="sum"))
+    return correct / len(split), loss_sum / len(split)
+
+
+def weights_finite(net: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
+
+
+@dataclass
+class Progress:
+    """Where the loop is; handed to the progress callback after every update."""
+    updates: int = 0
+    examples: int = 0
+    epoch: int = 0
+    total_updates: int | None = None
+
+
+def build_cell(cell: Cell, device: torch.device, data_dir: Path | None):
+    """Instantiate task data, network, optimizer and rule for a cell, seeded from `cell.seed`."""
+    dtype = DTYPES[cell.dtype]
+    task_cls = registry.get_task(cell.task.name)
+    task = task_cls(make_params(task_cls.Params, cell.task.params, f"task '{cell.task.name}'"), data_dir)
+    data = task.data(device, dtype)
+    torch.manual_seed(cell.seed)
+    # The initial weights are drawn on the CPU so that a seed gives the same network on any device.
+    init_gen = torch.Generator().manual_seed(cell.seed)
+    net = task.build_network(data.n_inputs, data.n_classes, init_gen).to(device=device, dtype=dtype)
+    rule_cls = registry.get_rule(cell.rule.name)
+    rule_params = make_params(rule_cls.Params, cell.rule.params, f"rule '{cell.rule.name}'")
+    optimizer = None
+    if cell.optimizer.name != NO_OPTIMIZER:
+        spec = registry.get_optimizer(cell.optimizer.name)
+        optimizer = spec.build(net.parameters(), make_params(spec.Params, cell.optimizer.params,
+                                                             f"optimizer '{cell.optimizer.name}'"))
+    rule_gen = torch.Generator(device=device).manual_seed(cell.seed + 1_000_003)
+    rule = rule_cls(net, rule_params, optimizer, rule_gen)
+    return task, data, net, rule
+
+
+def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: torch.device,
+               data_dir: Path | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+    """Run one cell to its budget, writing header, evaluations and the final line through `writer`."""
+    wall_start = time.perf_counter()
+    task, data, net, rule = build_cell(cell, device, data_dir)
+    thresholds = list(task.thresholds)
+    header = {**header, "thresholds": thresholds,
+              "data": {"n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+                       "n_inputs": data.n_inputs, "n_classes": data.n_classes}}
+    writer.write(header)
+
+    n = len(data.train)
+    bs = task.params.batch_size
+    bs = n if bs == 0 or bs >= n else bs
+    per_epoch = math.ceil(n / bs)
+    budget = cell.budget
+    limits = []
+    if budget.get("updates") is not None:
+        limits.append(int(budget["updates"]))
+    if budget.get("epochs") is not None:
+        limits.append(math.ceil(budget["epochs"] * per_epoch))
+    max_updates = min(limits) if limits else None
+    max_seconds = budget.get("seconds")
+    schedule = iter(log_schedule(cell.evaluation["per_decade"]))
+    next_eval = next(schedule)
+    every_epoch = cell.evaluation["every_epoch"]
+    order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
+    check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
+
+    state = Progress(total_updates=max_updates)
+    train_seconds = 0.0
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    loss_count = 0
+    evals: list[dict[str, Any]] = []
+    status, message = "complete", None
+
+    def record() -> dict[str, Any]:
+        nonlocal loss_sum, loss_count
+        val_acc, val_loss = evaluate(net, data.val)
+        test_acc, _ = evaluate(net, data.test)
+        line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
+                "examples": state.examples, "train_seconds": train_seconds,
+                "train_loss": float(loss_sum) / loss_count if loss_count else None,
+                "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
+                "diagnostics": {k: float(v) for k, v in rule.diagnostics().items()}}
+        loss_sum = torch.zeros_like(loss_sum)
+        loss_count = 0
+        writer.write(line)
+        evals.append(line)
+        return line
+
+    record()  # the untrained network: the reference point of every curve
+    segment = time.perf_counter()
+    done = max_updates == 0
+    while not done:
+        whole = bs == n
+        perm = None if whole else torch.randperm(n, generator=order_gen).to(device)
+        for start in range(0, n, bs):
+            if whole:
+                x, y = data.train.x, data.train.y
+            else:
+                idx = perm[start:start + bs]
+                x, y = data.train.x[idx], data.train.y[idx]
+            out = rule.update(x, y)
+            state.updates += 1
+            state.examples += int(y.shape[0])
+            loss = out.get("loss") if out else None
+            if loss is not None:
+                loss_sum += loss.detach().to(torch.float64)
+                loss_count += 1
+                if state.updates % check_every == 0 and not bool(torch.isfinite(loss_sum)):
+                    status, message = "diverged", f"non-finite loss at update {state.updates}"
+            end_of_epoch = start + bs >= n
+            if end_of_epoch:
+                state.epoch += 1
+            out_of_budget = (max_updates is not None and state.updates >= max_updates) or (
+                max_seconds is not None and train_seconds + time.perf_counter() - segment >= max_seconds)
+            due = state.updates == next_eval or (every_epoch and end_of_epoch) or out_of_budget \
+                or status == "diverged"
+            if state.updates >= next_eval:
+                next_eval = next(schedule)
+            if due:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                train_seconds += time.perf_counter() - segment
+                line = record()
+                if status != "diverged" and not weights_finite(net):
+                    status, message = "diverged", f"non-finite weights at update {state.updates}"
+                elif status != "diverged" and line["train_loss"] is not None and not math.isfinite(line["train_loss"]):
+                    status, message = "diverged", f"non-finite loss before update {state.updates}"
+                segment = time.perf_counter()
+            if on_progress is not None:
+                on_progress(state)
+            if status == "diverged" or out_of_budget:
+                done = True
+                break
+
+    last = evals[-1]
+    final = {"status": status, "message": message, "updates": state.updates, "examples": state.examples,
+             "epochs": state.updates / per_epoch, "train_seconds": train_seconds,
+             "val_accuracy": last["val_accuracy"], "test_accuracy": last["test_accuracy"],
+             "best_val_accuracy": max(e["val_accuracy"] for e in evals),
+             **crossings(evals, thresholds),
+             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "wall_seconds": time.perf_counter() - wall_start}
+    writer.finish(final)
+    return final
+
+
+def crossings(evals: list[dict[str, Any]], thresholds: list[float]) -> dict[str, dict[str, Any]]:
+    """First evaluation at which validation accuracy reaches each threshold (None: never)."""
+    out: dict[str, dict[str, Any]] = {"updates_to": {}, "examples_to": {}, "seconds_to": {}}
+    for thr in thresholds:
+        hit = next((e for e in evals if e["val_accuracy"] >= thr), None)
+        key = f"{thr:g}"
+        out["updates_to"][key] = hit["updates"] if hit else None
+        out["examples_to"][key] = hit["examples"] if hit else None
+        out["seconds_to"][key] = hit["train_seconds"] if hit else None
+    return out
+
+
+def run_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[str, Any],
+             data_dir: Path | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+    """Train a cell into `runs_dir`; an exception becomes an `error` final line (Ctrl-C does not)."""
+    writer = CellWriter(runs_dir, cell.cell_id)
+    header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
+              "provenance": provenance, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        return train_cell(cell, writer, header, device, data_dir, on_progress)
+    except (KeyboardInterrupt, SystemExit):
+        writer.close()  # leaves only the .part file: the cell reruns next time
+        raise
+    except Exception as exc:
+        if writer._fh is None:
+            raise
+        if not writer.part.exists() or writer.part.stat().st_size == 0:
+            writer.write({**header, "thresholds": []})
+        final = {"status": "error", "message": f"{type(exc).__name__}: {exc}",
+                 "traceback": traceback.format_exc(), "updates": 0,
+                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        writer.finish(final)
+        return final

@@ -1,0 +1,377 @@
+"""Suite files (TOML): parse, validate completely, and expand into cells.
+
+    name = "quick"                      # optional (default: the file's stem)
+    description = "..."
+    plugins = ["../my_rules"]           # extra plugin folders, relative to this file
+    seeds = [0, 1, 2]                   # or a count: seeds = 3
+    dtype = "float32"                   # or "float64"
+    rules = "all"                       # every registered rule with its defaults, or [[rules]] below
+
+    [budget]                            # overrides the task's default; whichever ends first
+    epochs = 5                          # also: updates = N, seconds = S
+
+    [evaluation]
+    per_decade = 6                      # log-spaced evaluation points per decade of updates
+    every_epoch = true
+
+    [[tasks]]
+    name = "digits"
+    params = { hidden = [64] }          # fixed values
+    grid = { init_scale = [0.1, 1.0] }  # each list is a grid axis
+    budget = { epochs = 10 }            # optional, per task
+
+    [[rules]]
+    name = "bp"
+    params = { loss = "ce" }
+    grid = { loss = ["ce", "mse"] }
+    optimizers = [{ name = "adam", grid = { lr = [1e-3, 1e-4] } }]   # optional, replaces the default
+
+    [[optimizers]]                      # for rules that name none (else each rule's own default)
+    name = "sgd"
+    params = { lr = 0.05, momentum = 0.9 }
+
+    [[published]]                       # a published figure shown beside the measured one
+    task = "mnist"
+    rule = "bp"
+    metric = "test_error"               # or "test_accuracy", in percent
+    value = 1.48
+    source = "Bartunov et al. 2018, Table 1"
+
+Every name, key, type and grid point is checked before any cell runs; an error names the file,
+the key and the known choices.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .errors import ConfigError, closest
+from .params import as_dict, make_params
+from .registry import REPO_ROOT
+
+SUITES_DIR = REPO_ROOT / "suites"
+DTYPES = ("float32", "float64")
+TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
+            "rules", "optimizers", "published"}
+BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
+EVAL_KEYS = {"per_decade": int, "every_epoch": bool}
+COMPONENT_KEYS = {"name", "params", "grid"}
+PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note"}
+NO_OPTIMIZER = "none"
+
+
+@dataclass(frozen=True)
+class Component:
+    """A resolved rule, task or optimizer choice: its name and its full parameter values."""
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Cell:
+    """One run: task × rule × optimizer × seed, with budget and evaluation schedule."""
+    suite: str
+    task: Component
+    rule: Component
+    optimizer: Component
+    seed: int
+    budget: dict[str, Any]
+    evaluation: dict[str, Any]
+    dtype: str
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "task": {"name": self.task.name, "params": self.task.params},
+            "rule": {"name": self.rule.name, "params": self.rule.params},
+            "optimizer": {"name": self.optimizer.name, "params": self.optimizer.params},
+            "seed": self.seed, "budget": self.budget, "evaluation": self.evaluation, "dtype": self.dtype,
+        }
+
+    @property
+    def cell_id(self) -> str:
+        """Stable hash of everything that determines the result (not the suite's name or device)."""
+        cfg = self.config()
+        cfg.pop("suite")
+        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{_slug(self.task.name)}-{_slug(self.rule.name)}-{_slug(self.optimizer.name)}-s{self.seed}-{digest}"
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None
+    description: str
+    text: str
+    plugins: list[Path]
+    cells: list[Cell]
+    published: list[dict[str, Any]]
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "source": str(self.path or ""),
+                "toml": self.text, "published": self.published}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in name)[:40]
+
+
+def resolve_suite_path(name_or_path: str | Path) -> Path:
+    """A path to a TOML file, or the name of a suite in the repository's `suites/` folder."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(q.stem for q in SUITES_DIR.glob("*.toml")) if SUITES_DIR.is_dir() else []
+    raise ConfigError(f"suite '{name_or_path}' not found: not a file, and not one of the suites in "
+                      f"{SUITES_DIR}: {', '.join(known) or '(none)'}{closest(str(name_or_path), known)}")
+
+
+def load_suite(name_or_path: str | Path, extra_plugins: list[Path] | None = None) -> Suite:
+    """Read, validate and expand a suite file; load the plugins it needs first."""
+    path = resolve_suite_path(name_or_path)
+    return parse_suite(path.read_text(encoding="utf-8"), path, extra_plugins)
+
+
+def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] | None = None) -> Suite:
+    """Validate and expand suite TOML `text` (`path` names it in errors and anchors `plugins`)."""
+    where = f"suite file {path}" if path else "suite"
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    _check_keys(doc, TOP_KEYS, where)
+
+    base = path.parent if path else Path.cwd()
+    plugin_dirs = [(base / p).resolve() for p in _typed(doc, "plugins", list, where, [])]
+    plugin_dirs += list(extra_plugins or [])
+    for d in plugin_dirs:
+        if not d.is_dir():
+            raise ConfigError(f"{where}: plugins: folder {d} does not exist")
+    registry.load_plugins(plugin_dirs)
+
+    name = _typed(doc, "name", str, where, path.stem if path else "suite")
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"{where}: name must be a plain folder name, got {name!r}")
+    description = _typed(doc, "description", str, where, "")
+    seeds = _seeds(doc.get("seeds", [0]), where)
+    dtype = _typed(doc, "dtype", str, where, "float32")
+    if dtype not in DTYPES:
+        raise ConfigError(f"{where}: dtype: {dtype!r} is not one of {', '.join(DTYPES)}{closest(dtype, DTYPES)}")
+    budget = _budget(doc.get("budget", {}), f"{where}: [budget]")
+    evaluation = {"per_decade": 6, "every_epoch": True}
+    evaluation.update(_checked_table(doc.get("evaluation", {}), EVAL_KEYS, f"{where}: [evaluation]"))
+    if evaluation["per_decade"] < 1:
+        raise ConfigError(f"{where}: [evaluation] per_decade must be at least 1")
+
+    task_entries = _entries(doc, "tasks", where)
+    if not task_entries:
+        raise ConfigError(f"{where}: no [[tasks]]: name at least one of: {', '.join(registry.names('task'))}")
+    rules_value = doc.get("rules")
+    if rules_value == "all":
+        rule_entries = [{"name": n} for n in registry.names("rule")]
+    else:
+        if isinstance(rules_value, str):
+            raise ConfigError(f"{where}: rules must be \"all\" or a list of [[rules]] tables, got {rules_value!r}")
+        rule_entries = _entries(doc, "rules", where)
+    if not rule_entries:
+        raise ConfigError(f"{where}: no [[rules]]: name at least one of: {', '.join(registry.names('rule'))}")
+    default_optimizers = _entries(doc, "optimizers", where)
+
+    cells: list[Cell] = []
+    for ti, t in enumerate(task_entries):
+        t_where = f"{where}: tasks[{ti}]"
+        _check_keys(t, COMPONENT_KEYS | {"budget"}, t_where)
+        task_cls = registry.get_task(_name(t, t_where), t_where)
+        task_budget = dict(task_cls.budget)
+        task_budget.update(budget)
+        task_budget.update(_budget(t.get("budget", {}), f"{t_where}.budget"))
+        task_budget = {k: task_budget.get(k) for k in BUDGET_KEYS}
+        if all(v is None for v in task_budget.values()):
+            raise ConfigError(f"{t_where}: no budget: set updates, epochs or seconds")
+        for task in _expand(t, task_cls.Params, "task", t_where):
+            for ri, r in enumerate(rule_entries):
+                r_where = f"{where}: rules[{ri}]"
+                _check_keys(r, COMPONENT_KEYS | {"optimizers"}, r_where)
+                rule_cls = registry.get_rule(_name(r, r_where), r_where)
+                for rule in _expand(r, rule_cls.Params, "rule", r_where):
+                    for opt in _optimizers(r, rule_cls, default_optimizers, r_where):
+                        for seed in seeds:
+                            cells.append(Cell(name, task, rule, opt, seed, task_budget, evaluation, dtype))
+    _label(cells)
+    published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
+    return Suite(name, path, description, text, plugin_dirs, cells, published)
+
+
+def _optimizers(rule_entry: dict, rule_cls: type, defaults: list[dict], where: str) -> list[Component]:
+    if not rule_cls.uses_optimizer:
+        if "optimizers" in rule_entry:
+            raise ConfigError(f"{where}: rule '{rule_cls.name}' computes its weights itself and takes no optimizer")
+        return [Component(NO_OPTIMIZER, {})]
+    if "optimizers" in rule_entry:
+        entries = rule_entry["optimizers"]
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+            raise ConfigError(f"{where}.optimizers: expected a non-empty list of tables like "
+                              f"{{ name = \"sgd\", params = {{ lr = 0.1 }} }}")
+        src = f"{where}.optimizers"
+    elif defaults:
+        entries, src = defaults, where.rsplit(":", 1)[0] + ": optimizers"
+    else:
+        name, params = rule_cls.default_optimizer
+        entries, src = [{"name": name, "params": dict(params)}], f"{where} (default optimizer of '{rule_cls.name}')"
+    out = []
+    for oi, o in enumerate(entries):
+        o_where = f"{src}[{oi}]"
+        _check_keys(o, COMPONENT_KEYS, o_where)
+        spec = registry.get_optimizer(_name(o, o_where), o_where)
+        out += _expand(o, spec.Params, "optimizer", o_where)
+    return out
+
+
+def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Component]:
+    """Every grid point of one [[tasks]]/[[rules]]/optimizer entry, each validated."""
+    name = entry["name"]
+    fixed = entry.get("params", {})
+    grid = entry.get("grid", {})
+    for key, val in (("params", fixed), ("grid", grid)):
+        if not isinstance(val, dict):
+            raise ConfigError(f"{where}.{key}: expected a table of parameter values, got {type(val).__name__}")
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"{where}.grid.{key}: a grid axis must be a list of values, got {values!r}")
+        if not values:
+            raise ConfigError(f"{where}.grid.{key}: empty grid: give at least one value")
+        if key in fixed:
+            raise ConfigError(f"{where}: '{key}' is both in params and in grid; keep one")
+    keys = list(grid)
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = {**fixed, **dict(zip(keys, combo))}
+        params = make_params(params_cls, values, f"{where} ({kind} '{name}')")
+        out.append(Component(name, as_dict(params)))
+    return out
+
+
+def _varying(cells: list[Cell], part: str) -> list[str]:
+    """Keys of `part` ('task', 'rule', 'optimizer') whose values differ among `cells`."""
+    keys = sorted({k for c in cells for k in getattr(c, part).params})
+    return [f"{part}.{k}" for k in keys
+            if len({json.dumps(getattr(c, part).params.get(k), sort_keys=True) for c in cells}) > 1]
+
+
+def _label(cells: list[Cell]) -> None:
+    """Give each cell a display name and the grid coordinates that vary within its task and rule
+    (optimizer parameters: within cells of the same optimizer)."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.task.name, c.rule.name), []).append(c)
+    for group in groups.values():
+        shared = _varying(group, "task") + _varying(group, "rule")
+        by_optimizer: dict[str, list[Cell]] = {}
+        for c in group:
+            by_optimizer.setdefault(c.optimizer.name, []).append(c)
+        for sub in by_optimizer.values():
+            varying = shared + _varying(sub, "optimizer")
+            for c in sub:
+                grid = {k: getattr(c, k.split(".")[0]).params.get(k.split(".", 1)[1]) for k in varying}
+                c.labels = {"variant": _variant(c, varying), "rule": c.rule.name,
+                            "optimizer": c.optimizer.name, "grid": grid}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return "x".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _variant(c: Cell, varying: list[str]) -> str:
+    """'rule(k=v) + optimizer(k=v) [task k=v]' with only the grid coordinates shown."""
+    def part(kind: str) -> str:
+        items = [f"{k.split('.', 1)[1]}={_fmt(getattr(c, kind).params.get(k.split('.', 1)[1]))}"
+                 for k in varying if k.startswith(kind + ".")]
+        return ", ".join(items)
+    text = c.rule.name + (f"({part('rule')})" if part("rule") else "")
+    if c.optimizer.name != NO_OPTIMIZER:
+        text += f" + {c.optimizer.name}" + (f"({part('optimizer')})" if part("optimizer") else "")
+    return text + (f" [{part('task')}]" if part("task") else "")
+
+
+def _name(entry: dict, where: str) -> str:
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: missing 'name' (a string)")
+    return name
+
+
+def _entries(doc: dict, key: str, where: str) -> list[dict]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
+    return value
+
+
+def _check_keys(table: dict, known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}'{closest(key, known)}; "
+                              f"known keys: {', '.join(sorted(known))}")
+
+
+def _typed(doc: dict, key: str, tp: type, where: str, default: Any) -> Any:
+    value = doc.get(key, default)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: '{key}' must be a {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _checked_table(table: Any, spec: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _check_keys(table, set(spec), where)
+    for key, value in table.items():
+        if isinstance(value, bool) and spec[key] is not bool or not isinstance(value, spec[key]):
+            raise ConfigError(f"{where}: '{key}' has the wrong type: {type(value).__name__} {value!r}")
+    return dict(table)
+
+
+def _budget(table: Any, where: str) -> dict[str, Any]:
+    out = _checked_table(table, BUDGET_KEYS, where)
+    for key, value in out.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+    return out
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"{where}: seeds = {value}: give a positive count or a list of seeds")
+        return list(range(value))
+    if (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+            and len(set(value)) == len(value)):
+        return value
+    raise ConfigError(f"{where}: seeds must be a count or a non-empty list of distinct integers, got {value!r}")
+
+
+def _published(entry: dict, where: str) -> dict[str, Any]:
+    _check_keys(entry, PUBLISHED_KEYS, where)
+    for key in ("task", "rule", "metric", "source"):
+        if not isinstance(entry.get(key), str):
+            raise ConfigError(f"{where}: '{key}' (a string) is required")
+    if entry["metric"] not in ("test_error", "test_accuracy"):
+        raise ConfigError(f"{where}: metric must be 'test_error' or 'test_accuracy', got {entry['metric']!r}")
+    value = entry.get("value")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
+        raise ConfigError(f"{where}: value must be a percentage between 0 and 100, got {value!r}")
+    return {"note": "", **entry, "value": float(value)}

@@ -1,0 +1,180 @@
+"""The engine loop: budgets, evaluation schedule, timing, determinism, divergence, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from plasticity import engine, registry
+from plasticity.engine import log_schedule, resolve_device, run_cell
+from plasticity.results import is_complete, load_cells, read_cell
+from plasticity.runner import run_suite
+from plasticity.suite import parse_suite
+
+PLUGINS = Path(__file__).parent / "plugins"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def misbehaving_rules():
+    registry.load_plugins([PLUGINS])
+    yield
+    for path in PLUGINS.glob("*.py"):
+        registry._loaded_files.discard(path.resolve())
+    registry._unregister("rule", "test_nan")
+
+
+def cells(text: str):
+    return parse_suite(text + '[[tasks]]\nname = "digits"\n').cells
+
+
+# digits: 1,797 images, 360 for test, 300 for validation -> 1,137 training examples,
+# 36 updates per epoch in batches of 32
+N_TRAIN, PER_EPOCH = 1137, 36
+
+
+def test_log_schedule_is_log_spaced():
+    points = log_schedule(6, limit=100)
+    assert points[:7] == [1, 2, 3, 5, 7, 10, 15]
+    assert points[-1] == 100 and points == sorted(set(points))
+
+
+def test_update_budget_and_evaluation_points(tmp_path):
+    cell = cells('[budget]\nupdates = 50\n[[rules]]\nname = "bp"\n')[0]
+    final = run_cell(cell, tmp_path, CPU, {})
+    rec = read_cell(tmp_path / f"{cell.cell_id}.jsonl")
+    assert final["status"] == "complete" and final["updates"] == 50
+    updates = [e["updates"] for e in rec.evals]
+    assert updates[:7] == [0, 1, 2, 3, 5, 7, 10]
+    assert PER_EPOCH in updates and updates[-1] == 50  # evaluated at the end of the epoch too
+    assert rec.evals[-1]["examples"] == N_TRAIN + (50 - PER_EPOCH) * 32
+
+
+def test_epoch_budget(tmp_path):
+    cell = cells('[budget]\nepochs = 2\n[[rules]]\nname = "bp"\n')[0]
+    final = run_cell(cell, tmp_path, CPU, {})
+    assert final["updates"] == 2 * PER_EPOCH and final["examples"] == 2 * N_TRAIN and final["epochs"] == 2
+
+
+def test_seconds_budget_stops_training(tmp_path):
+    cell = cells('[budget]\nseconds = 0.3\nepochs = 100000\n[[rules]]\nname = "bp"\n')[0]
+    final = run_cell(cell, tmp_path, CPU, {})
+    assert final["status"] == "complete"
+    assert 0.3 <= final["train_seconds"] < 1.5
+    assert final["epochs"] < 100000
+
+
+def test_training_seconds_exclude_evaluation(tmp_path, monkeypatch):
+    real = engine.evaluate
+
+    def slow_evaluate(net, split):
+        time.sleep(0.02)
+        return real(net, split)
+    monkeypatch.setattr(engine, "evaluate", slow_evaluate)
+    cell = cells('[budget]\nepochs = 2\n[[rules]]\nname = "bp"\n')[0]
+    final = run_cell(cell, tmp_path, CPU, {})
+    rec = read_cell(tmp_path / f"{cell.cell_id}.jsonl")
+    eval_sleep = 2 * 0.02 * len(rec.evals)
+    assert final["wall_seconds"] - final["train_seconds"] >= eval_sleep
+    assert final["train_seconds"] < eval_sleep, "evaluation time leaked into training seconds"
+
+
+def test_same_seed_same_results_on_cpu(tmp_path):
+    cell = cells('[budget]\nepochs = 2\n[[rules]]\nname = "bp"\noptimizers = [{ name = "adam" }]\n')[0]
+    lines = []
+    for run in ("a", "b"):
+        run_cell(cell, tmp_path / run, CPU, {})
+        evals = read_cell(tmp_path / run / f"{cell.cell_id}.jsonl").evals
+        lines.append([(e["updates"], e["train_loss"], e["val_accuracy"], e["val_loss"], e["test_accuracy"])
+                      for e in evals])
+    assert lines[0] == lines[1]
+    other = cells('seeds = [1]\n[budget]\nepochs = 2\n[[rules]]\nname = "bp"\noptimizers = [{ name = "adam" }]\n')[0]
+    run_cell(other, tmp_path / "c", CPU, {})
+    evals = read_cell(tmp_path / "c" / f"{other.cell_id}.jsonl").evals
+    assert [e["val_loss"] for e in evals] != [x[3] for x in lines[0]]
+
+
+def test_float64(tmp_path):
+    cell = cells('dtype = "float64"\n[budget]\nupdates = 20\n[[rules]]\nname = "bp"\n')[0]
+    assert run_cell(cell, tmp_path, CPU, {})["status"] == "complete"
+
+
+def test_diverging_rule_is_marked_and_suite_continues(tmp_path, misbehaving_rules):
+    suite = parse_suite('seeds = [0, 1]\n[budget]\nepochs = 3\n[[tasks]]\nname = "digits"\n'
+                        '[[rules]]\nname = "test_nan"\nparams = { at = 4 }\n[[rules]]\nname = "bp"\n')
+    summary = run_suite(suite, tmp_path, "cpu", progress=False)
+    assert summary.finished == {"diverged": 2, "complete": 2}
+    by_rule = {}
+    for rec in load_cells(tmp_path):
+        by_rule.setdefault(rec.config["rule"]["name"], []).append(rec)
+    for rec in by_rule["test_nan"]:
+        assert rec.status == "diverged" and rec.final["updates"] == 4
+        assert "non-finite" in rec.final["message"]
+    assert all(r.status == "complete" for r in by_rule["bp"])
+
+
+def test_error_in_a_cell_is_recorded_and_retried(tmp_path, monkeypatch):
+    suite = parse_suite('[budget]\nupdates = 5\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
+    cell = suite.cells[0]
+    monkeypatch.setattr(engine, "build_cell", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("exploded")))
+    summary = run_suite(suite, tmp_path, "cpu", progress=False)
+    assert summary.finished == {"error": 1} and "exploded" in summary.errors[0]
+    assert (tmp_path / "runs" / f"{cell.cell_id}.error.jsonl").exists()
+    assert not is_complete(tmp_path / "runs", cell.cell_id)
+    monkeypatch.undo()
+    summary = run_suite(suite, tmp_path, "cpu", progress=False)
+    assert summary.finished == {"complete": 1}
+    assert not (tmp_path / "runs" / f"{cell.cell_id}.error.jsonl").exists()
+
+
+def test_cuda_request_without_gpu_is_clear():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(Exception, match="no CUDA device is available"):
+        resolve_device("cuda")
+
+
+def _complete_files(runs: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in runs.glob("*.jsonl") if not p.name.endswith(".error.jsonl")}
+
+
+def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path):
+    suite = tmp_path / "long.toml"
+    suite.write_text('name = "long"\nseeds = 6\n[budget]\nepochs = 150\n'
+                     '[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "plasticity.cli", "run", str(suite), "--out", str(out),
+           "--no-progress", "--no-report", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "runs").glob("*.jsonl")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the next cell start, so that it is cut in the middle
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    runs = out / "runs"
+    first = _complete_files(runs)
+    assert 1 <= len(first) < 6
+    for text in first.values():  # every file that looks complete is complete
+        assert json.loads(text.strip().splitlines()[-1])["type"] == "final"
+    assert list(runs.glob("*.jsonl.part")), "the interrupted cell leaves only a .part file"
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"6 cells: {len(first)} already complete" in done.stderr
+    second = _complete_files(runs)
+    assert len(second) == 6 and not list(runs.glob("*.part"))
+    for name, text in first.items():
+        assert second[name] == text, "a complete cell was run again"
+    for text in second.values():
+        kinds = [json.loads(line)["type"] for line in text.strip().splitlines()]
+        assert kinds.count("header") == 1 and kinds.count("final") == 1
