@@ -22,3 +22,13 @@ def squared_error(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "ce": cross_entropy, "mse": squared_error}
+
+
+def loss_and_error(name: str, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch loss and its gradient with respect to the network's output: the error that a
+    credit-assignment rule sends down (for "ce": (softmax(output) − onehot(y)) / batch size)."""
+    with torch.enable_grad():
+        out = output.detach().requires_grad_(True)
+        loss = LOSSES[name](out, y)
+        (error,) = torch.autograd.grad(loss, out)
+    return loss.detach(), error

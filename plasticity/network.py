@@ -120,5 +120,13 @@ class MLP(nn.Module):
             zs.append(self.act(l)(h))
         return Trace(hs, zs)
 
+    def activation_vjp(self, l: int, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """`g ⊙ f_l'(h)`: an error passed back through layer l's elementwise activation alone
+        (autograd on f, so any activation works); what non-backprop rules need between layers."""
+        with torch.enable_grad():
+            h = h.detach().requires_grad_(True)
+            (out,) = torch.autograd.grad(self.act(l)(h), h, g)
+        return out
+
     def weights(self) -> list[torch.Tensor]:
         return [layer.weight for layer in self.layers]

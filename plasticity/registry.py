@@ -21,7 +21,16 @@ from typing import Any, Callable, TypeVar
 from .errors import RegistryError, unknown
 
 KINDS = ("rule", "task", "optimizer")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+def _project_root() -> Path:
+    """The checkout holding `rules/` and `tasks/`: beside the package for an editable install,
+    else the current folder (a non-editable install run from the checkout)."""
+    beside = Path(__file__).resolve().parent.parent
+    if (beside / "rules").is_dir():
+        return beside
+    return Path.cwd().resolve()
+
+
+REPO_ROOT = _project_root()
 BUILTIN_PLUGIN_DIRS = tuple(p for p in (REPO_ROOT / "rules", REPO_ROOT / "tasks") if p.is_dir())
 
 T = TypeVar("T")
