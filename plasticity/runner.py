@@ -36,8 +36,8 @@ class RunSummary:
 class _CellBar:
     """A tqdm bar of one cell's updates, created on the first progress call (when the total is known)."""
 
-    def __init__(self, desc: str, position: int, enabled: bool) -> None:
-        self.desc, self.position, self.enabled = desc, position, enabled
+    def __init__(self, desc: str, position: int, enabled: bool, file: Any = None) -> None:
+        self.desc, self.position, self.enabled, self.file = desc, position, enabled, file
         self.bar: tqdm | None = None
         self.shown = 0
 
@@ -46,7 +46,7 @@ class _CellBar:
             return
         if self.bar is None:
             self.bar = tqdm(total=p.total_updates, desc=self.desc[:48], unit="upd", position=self.position,
-                            leave=False, dynamic_ncols=True, mininterval=0.5)
+                            leave=False, dynamic_ncols=True, mininterval=0.5, file=self.file)
         self.bar.update(p.updates - self.shown)
         self.shown = p.updates
 

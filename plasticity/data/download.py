@@ -1,0 +1,195 @@
+"""Fetch missing data files from their official locations, checksum-verified.
+
+Every download goes to a temporary file beside the target, is checked against its md5 and only
+then renamed into place, so an interrupted or corrupted transfer never leaves a file that looks
+complete. Mirrors are tried in order. `PLASTICITY_OFFLINE=1` turns downloads off.
+
+The URL and checksum tables are module-level data (`MIRRORS`, `MD5`) so that tests, or users
+behind a proxy cache, can point them elsewhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import DataError
+
+#: Base URLs per dataset, tried in order; a file's URL is base + file name.
+MIRRORS: dict[str, list[str]] = {
+    "mnist": [
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's mirror: the primary
+        "http://yann.lecun.com/exdb/mnist/",
+    ],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    "cifar-10": ["https://www.cs.toronto.edu/~kriz/"],
+}
+
+#: md5 of each downloadable file, per dataset.
+MD5: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "cifar-10": {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+}
+
+#: Seconds to wait on a connection or a read before giving up on a mirror.
+TIMEOUT = 30.0
+_CHUNK = 1 << 20
+_PROGRESS_MIN_BYTES = 1 << 20  # no progress bar for the small label files
+
+
+def offline() -> bool:
+    """Whether downloads are disabled (`PLASTICITY_OFFLINE` set to anything but 0/false/no)."""
+    return os.environ.get("PLASTICITY_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def supply_hint(directory: Path) -> str:
+    """How a researcher supplies data by hand; appended to every data error message."""
+    return (f"to supply the files yourself, put them in {directory} or point --data-dir DIR "
+            f"(or PLASTICITY_DATA=DIR) at a folder holding mnist/, fashion-mnist/ and "
+            f"cifar-10-batches-py/")
+
+
+def md5sum(path: Path) -> str:
+    """Hex md5 of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)  # a checksum, not security
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_one(url: str, dest: Path, md5: str, timeout: float) -> None:
+    """Download `url` to `dest` via a temporary file; raise DataError or OSError on failure."""
+    from tqdm import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            # disable=None: a bar on a terminal, silence in logs and CI.
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                      disable=True if total is not None and total < _PROGRESS_MIN_BYTES else None,
+                      leave=False) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        got = digest.hexdigest()
+        if got != md5:
+            raise DataError(f"checksum mismatch for {url}: expected md5 {md5}, got {got}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch(urls: Sequence[str], dest: Path, md5: str, timeout: float | None = None) -> Path:
+    """Download `dest` from the first of `urls` that delivers a file with the right md5.
+
+    A failing mirror (network error, HTTP error, checksum mismatch) passes on to the next one;
+    when none succeeds the DataError lists every URL tried with its error.
+    """
+    dest = Path(dest)
+    if not urls:
+        raise DataError(f"{dest} is missing and no download location is known; {supply_hint(dest.parent)}")
+    errors = []
+    for url in urls:
+        try:
+            _fetch_one(url, dest, md5, TIMEOUT if timeout is None else timeout)
+            return dest
+        except DataError as exc:
+            errors.append(str(exc))
+        # URLError, HTTPError and timeouts are OSErrors; a cut transfer is an HTTPException.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            errors.append(f"{url}: {type(exc).__name__}: {exc}")
+    tried = "\n  ".join(errors)
+    raise DataError(f"could not download {dest.name} into {dest.parent}; tried:\n  {tried}\n"
+                    f"Check the network, or {supply_hint(dest.parent)}")
+
+
+def missing_error(path: Path, dataset: str) -> DataError:
+    """The error for a file that is absent while downloads are off."""
+    return DataError(f"{path} is missing and downloads are disabled (PLASTICITY_OFFLINE is set); "
+                     f"unset PLASTICITY_OFFLINE to download {dataset} from "
+                     f"{' or '.join(MIRRORS.get(dataset, [])) or '(no known location)'}; "
+                     f"or, {supply_hint(path.parent)}")
+
+
+def ensure_file(dataset: str, filename: str, directory: Path) -> Path:
+    """`directory/filename`, downloaded from the dataset's mirrors first when it is missing."""
+    path = Path(directory) / filename
+    if path.exists():
+        return path
+    if offline():
+        raise missing_error(path, dataset)
+    try:
+        md5 = MD5[dataset][filename]
+    except KeyError:
+        raise DataError(f"{path} is missing and is not a known file of {dataset}; "
+                        f"{supply_hint(path.parent)}") from None
+    return fetch([base + filename for base in MIRRORS.get(dataset, [])], path, md5)
+
+
+def _check_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """The archive's members, refusing anything but plain files and folders with relative paths.
+
+    `filter="data"` already blocks these; checking here too gives a message that names the
+    archive and keeps extraction safe on Pythons whose tarfile lacks filters.
+    """
+    members = tf.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in parts:
+            raise DataError(f"{archive} holds an unsafe member '{m.name}' (a link, device, absolute "
+                            f"path or one leaving the folder); it was not extracted. Delete the "
+                            f"archive so it is downloaded again, or {supply_hint(archive.parent)}")
+    return members
+
+
+def extract_tar(archive: Path, dest: Path) -> None:
+    """Extract a .tar(.gz) archive safely into `dest`, never overwriting a file already there.
+
+    Extraction goes to a temporary folder first and files are moved into place one by one, so
+    an archive that fails midway leaves no half-written file behind.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    try:
+        try:
+            with tarfile.open(archive) as tf:
+                members = _check_members(tf, archive)
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(tmp, members=members, filter="data")
+                else:  # Python < 3.11.4: the member check above is the safeguard
+                    tf.extractall(tmp, members=members)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DataError(f"{archive} is not a readable tar archive ({type(exc).__name__}: {exc}); "
+                            f"delete it so it is downloaded again, or {supply_hint(archive.parent)}") from exc
+        for src in sorted(tmp.rglob("*")):
+            target = dest / src.relative_to(tmp)
+            if src.is_dir():
+                target.mkdir(exist_ok=True)
+            elif not target.exists():
+                os.replace(src, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
