@@ -126,6 +126,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     if budget.get("epochs") is not None:
         limits.append(math.ceil(budget["epochs"] * per_epoch))
     max_updates = min(limits) if limits else None
+    scheduler = lr_scheduler(rule.optimizer, cell.optimizer.schedule, max_updates)
     max_seconds = budget.get("seconds")
     schedule = iter(log_schedule(cell.evaluation["per_decade"]))
     next_eval = next(schedule)
@@ -168,6 +169,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                 idx = perm[start:start + bs]
                 x, y = data.train.x[idx], data.train.y[idx]
             out = rule.update(x, y)
+            if scheduler is not None:
+                scheduler.step()
             state.updates += 1
             state.examples += int(y.shape[0])
             loss = out.get("loss") if out else None
@@ -211,6 +214,22 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
              "wall_seconds": time.perf_counter() - wall_start}
     writer.finish(final)
     return final
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer | None, schedule: str | None,
+                 max_updates: int | None) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-update learning-rate decay to zero at the end of the budget ('cosine' or 'linear')."""
+    from .errors import ConfigError
+    if schedule in (None, "constant") or optimizer is None:
+        return None
+    if max_updates is None:
+        raise ConfigError(f"schedule '{schedule}' needs a budget in updates or epochs (a seconds-only "
+                          f"budget has no known end)")
+    if schedule == "cosine":
+        factor = lambda u: 0.5 * (1.0 + math.cos(math.pi * min(u, max_updates) / max_updates))  # noqa: E731
+    else:
+        factor = lambda u: max(0.0, 1.0 - u / max_updates)  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def crossings(evals: list[dict[str, Any]], thresholds: list[float]) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@
     [[optimizers]]                      # for rules that name none (else each rule's own default)
     name = "sgd"
     params = { lr = 0.05, momentum = 0.9 }
+    schedule = "cosine"                 # learning rate over the budget: constant, cosine or linear (to 0)
 
     [[published]]                       # a published figure shown beside the measured one
     task = "mnist"
@@ -62,6 +63,7 @@ TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evalu
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
 EVAL_KEYS = {"per_decade": int, "every_epoch": bool}
 COMPONENT_KEYS = {"name", "params", "grid"}
+SCHEDULES = ("constant", "cosine", "linear")
 PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note"}
 NO_OPTIMIZER = "none"
 
@@ -71,6 +73,8 @@ class Component:
     """A resolved rule, task or optimizer choice: its name and its full parameter values."""
     name: str
     params: dict[str, Any]
+    #: optimizers only: learning-rate schedule over the budget's updates
+    schedule: str | None = None
 
 
 @dataclass
@@ -91,7 +95,8 @@ class Cell:
             "suite": self.suite,
             "task": {"name": self.task.name, "params": self.task.params},
             "rule": {"name": self.rule.name, "params": self.rule.params},
-            "optimizer": {"name": self.optimizer.name, "params": self.optimizer.params},
+            "optimizer": {"name": self.optimizer.name, "params": self.optimizer.params,
+                          "schedule": self.optimizer.schedule},
             "seed": self.seed, "budget": self.budget, "evaluation": self.evaluation, "dtype": self.dtype,
         }
 
@@ -231,9 +236,13 @@ def _optimizers(rule_entry: dict, rule_cls: type, defaults: list[dict], where: s
     out = []
     for oi, o in enumerate(entries):
         o_where = f"{src}[{oi}]"
-        _check_keys(o, COMPONENT_KEYS, o_where)
+        _check_keys(o, COMPONENT_KEYS | {"schedule"}, o_where)
         spec = registry.get_optimizer(_name(o, o_where), o_where)
-        out += _expand(o, spec.Params, "optimizer", o_where)
+        schedule = o.get("schedule", "constant")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"{o_where}: schedule {schedule!r} is not one of {', '.join(SCHEDULES)}"
+                              f"{closest(str(schedule), SCHEDULES)}")
+        out += [Component(c.name, c.params, schedule) for c in _expand(o, spec.Params, "optimizer", o_where)]
     return out
 
 
@@ -304,6 +313,8 @@ def _variant(c: Cell, varying: list[str]) -> str:
     text = c.rule.name + (f"({part('rule')})" if part("rule") else "")
     if c.optimizer.name != NO_OPTIMIZER:
         text += f" + {c.optimizer.name}" + (f"({part('optimizer')})" if part("optimizer") else "")
+        if c.optimizer.schedule not in (None, "constant"):
+            text += f" {c.optimizer.schedule}"
     return text + (f" [{part('task')}]" if part("task") else "")
 
 

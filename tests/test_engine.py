@@ -178,3 +178,34 @@ def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path):
     for text in second.values():
         kinds = [json.loads(line)["type"] for line in text.strip().splitlines()]
         assert kinds.count("header") == 1 and kinds.count("final") == 1
+
+
+def test_jobs_run_cells_in_worker_processes(tmp_path):
+    suite = parse_suite('seeds = 4\n[budget]\nepochs = 2\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
+    summary = run_suite(suite, tmp_path, "cpu", jobs=2, progress=False)
+    assert summary.finished == {"complete": 4}
+    records = load_cells(tmp_path)
+    assert sorted(r.config["seed"] for r in records) == [0, 1, 2, 3]
+    assert {r.header["provenance"]["jobs"] for r in records} == {2}
+    # worker processes give the same numbers as the main process
+    serial = run_cell(suite.cells[0], tmp_path / "serial", CPU, {})
+    parallel = next(r for r in records if r.config["seed"] == 0)
+    assert parallel.final["test_accuracy"] == serial["test_accuracy"]
+
+
+def test_cosine_schedule_decays_learning_rate_to_zero(tmp_path, monkeypatch):
+    cell = cells('[budget]\nupdates = 40\n[[rules]]\nname = "bp"\n'
+                 'optimizers = [{ name = "sgd", params = { lr = 0.1 }, schedule = "cosine" }]\n')[0]
+    assert cell.labels["variant"] == "bp + sgd cosine"
+    seen = []
+    real = engine.lr_scheduler
+
+    def spy(optimizer, schedule, max_updates):
+        sched = real(optimizer, schedule, max_updates)
+        seen.append(optimizer)
+        return sched
+    monkeypatch.setattr(engine, "lr_scheduler", spy)
+    run_cell(cell, tmp_path, CPU, {})
+    assert seen[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(Exception, match="schedule 'cosin' is not one of constant, cosine, linear"):
+        cells('[[rules]]\nname = "bp"\noptimizers = [{ name = "sgd", schedule = "cosin" }]\n')
