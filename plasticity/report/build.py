@@ -1,0 +1,61 @@
+"""Build `reports/<suite>/index.html` and `results.csv` from the suite folder's runs alone."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..results import CellRecord, load_cells
+from . import figures, sections
+from .html import join, page, section, tag
+from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, write_results_csv
+
+
+def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
+    """`suite.json` of the folder, or a stand-in named after the folder when it is missing."""
+    path = Path(suite_dir) / "suite.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
+    meta.setdefault("name", Path(suite_dir).resolve().name)
+    return meta
+
+
+def render_report(suite_dir: Path, cells: list[CellRecord] | None = None) -> str:
+    """The report's HTML text for a suite folder (nothing written); `cells` if already loaded."""
+    suite = read_suite_meta(suite_dir)
+    cells = load_cells(suite_dir) if cells is None else cells
+    frame = cells_frame(cells)
+    order = variant_order(frame)
+    colors = figures.variant_colors(order)  # one colour per variant across tasks and figures
+    tasks = list(dict.fromkeys(frame["task"])) if not frame.empty else []
+    curves = curves_frame(cells)
+    feedback = per_layer_frame(cells, "feedback")
+    diagnostics = per_layer_frame(cells, "diagnostics")
+    body = [sections.header(suite, frame, tasks)]
+    if not tasks:
+        body.append(section("empty", "No results yet", tag("p", "The runs folder holds no cells.")))
+    for i, task in enumerate(tasks):
+        body.append(sections.task_section(
+            i, task, frame[frame["task"] == task], curves[curves["task"] == task],
+            feedback, diagnostics, order, colors, suite))
+    body.append(sections.problems_section(frame))
+    body.append(sections.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
+    return page(f"plasticity report: {suite['name']}", join(body))
+
+
+def build_report(suite_dir: Path) -> Path:
+    """Write `index.html` (self-contained, offline) and `results.csv` into the suite folder;
+    return the path of the HTML file."""
+    suite_dir = Path(suite_dir)
+    cells = load_cells(suite_dir)
+    write_results_csv(cells, suite_dir / "results.csv")
+    html_path = suite_dir / "index.html"
+    tmp = html_path.with_suffix(".html.tmp")
+    tmp.write_text(render_report(suite_dir, cells), encoding="utf-8")
+    os.replace(tmp, html_path)  # a reader never sees half a report
+    return html_path

@@ -1,0 +1,389 @@
+"""Report figures, drawn with matplotlib/seaborn and returned as embedded PNG data URIs.
+
+Figures are built on `matplotlib.figure.Figure` directly (no pyplot): nothing global is
+touched, no GUI backend is needed, and the report builds the same on a headless machine.
+Every function takes the variant order and colours from the caller so a variant has one
+colour in every figure of the report.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import Formatter, FuncFormatter
+
+from .stats import t_interval
+from .tables import GridGroup, sortable
+
+DPI = 100
+Color = tuple[float, float, float]
+
+_RC = {
+    **sns.axes_style("whitegrid"),
+    **sns.plotting_context("notebook", font_scale=0.85),
+    # Names from suites are shown literally: "$" must not start mathtext.
+    "text.parse_math": False,
+    "axes.titleweight": "bold",
+    "axes.titlesize": 11,
+    "legend.fontsize": 9,
+    "figure.facecolor": "white",
+}
+STATUS_COLORS = {"complete": "#9bb59b", "diverged": "#c0392b", "error": "#e69f00"}
+# Layers of the per-layer figures are told apart by line style (colour is the variant's).
+LAYER_STYLES = [("-", None), ("--", None), (":", None), ("-.", None), ("-", "o"), ("--", "s"), (":", "^")]
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    with matplotlib.rc_context(_RC):
+        yield
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def to_data_uri(fig: Figure) -> str:
+    """Render a figure to PNG and return it as a `data:` URI for an <img> tag."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def variant_colors(variants: Sequence[str]) -> dict[str, Color]:
+    """One distinct colour per variant, stable for a given variant order."""
+    n = len(variants)
+    name = "tab10" if n <= 10 else "tab20" if n <= 20 else "husl"
+    return dict(zip(variants, sns.color_palette(name, max(n, 1))))
+
+
+def _count_label(value: float, _pos: object = None) -> str:
+    """Tick text for update counts: 1, 10, 100, 1k, 10k, 1M."""
+    if value <= 0:
+        return ""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= div:
+            return f"{value / div:g}{suffix}"
+    return f"{value:g}"
+
+
+def _plain(value: float, _pos: object = None) -> str:
+    return f"{value:g}"
+
+
+class _MinorLabels(Formatter):
+    """Label the 2x and 5x minor ticks of a log axis, but only when it spans under two decades
+    (otherwise the decades are labelled and these would crowd them)."""
+
+    def __init__(self, fmt) -> None:
+        self.fmt = fmt
+
+    def __call__(self, x: float, pos: object = None) -> str:
+        low, high = sorted(self.axis.get_view_interval())
+        if x <= 0 or low <= 0 or math.log10(high / low) > 2:
+            return ""
+        mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9)
+        return self.fmt(x) if round(mantissa) in (2, 5) else ""
+
+
+def _log_axis(ax, which: str = "x", fmt=_plain) -> None:
+    """Log scale with plain tick text (matplotlib's default uses mathtext, which is off here)."""
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(fmt))
+    axis.set_minor_formatter(_MinorLabels(fmt))
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
+    """A legend under the axes, in as many columns as the labels' length allows."""
+    if not handles:
+        return
+    longest = max(len(str(label)) for label in labels)
+    column_pt = longest * 5.6 + 40  # rough width of one entry at 9 pt
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() * 72 * 0.95 // column_pt)))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+
+
+def _threshold_lines(ax, thresholds: Sequence[float], labelled: bool = True) -> None:
+    """Dotted horizontal lines at the thresholds, labelled on the left (curves start low there)."""
+    low, high = ax.get_ylim()
+    for t in thresholds:
+        y = float(t) * 100
+        if low <= y <= high:
+            ax.axhline(y, color="0.4", ls=":", lw=1, zorder=1)
+            if labelled:
+                ax.annotate(f"{y:g} %", xy=(0.005, y), xycoords=("axes fraction", "data"), ha="left",
+                            va="bottom", fontsize=7.5, color="0.3")
+
+
+def learning_curves(curves: pd.DataFrame, order: Sequence[str], colors: dict[str, Color],
+                    thresholds: Sequence[float]) -> str | None:
+    """Validation accuracy against updates (seed mean and min-max band) and against training
+    seconds (one thin line per seed), full range on top and zoomed on the thresholds below.
+
+    `curves` holds the evaluation rows of one task's finished cells.
+    """
+    data = curves[np.isfinite(curves["val_accuracy"])]
+    if data.empty:
+        return None
+    variants = [v for v in order if v in set(data["variant"])]
+    with _style():
+        fig = _figure(12, 9)
+        axes = fig.subplots(2, 2)
+        finals, tops, any_diverged = [], [], False
+        for v in variants:
+            sub = data[data["variant"] == v]
+            color = colors[v]
+            # Evaluation update counts are shared by a variant's seeds, so a pivot aligns them;
+            # a seed that diverged early simply drops out of the later points.
+            piv = sub[sub["updates"] > 0].pivot_table(index="updates", columns="cell_id", values="val_accuracy") * 100
+            mean = piv.mean(axis=1)
+            dot = "o" if len(piv) == 1 else None  # a lone evaluation would draw no line at all
+            for ax in axes[:, 0]:
+                ax.fill_between(piv.index, piv.min(axis=1), piv.max(axis=1), color=color, alpha=0.18, lw=0)
+                ax.plot(piv.index, mean, color=color, lw=1.8, marker=dot)
+            for _, cell in sub.groupby("cell_id"):
+                cell = cell[cell["train_seconds"] > 0]
+                for ax in axes[:, 1]:
+                    ax.plot(cell["train_seconds"], cell["val_accuracy"] * 100, color=color, lw=1, alpha=0.8,
+                            marker="o" if len(cell) == 1 else None)
+            ends = sub.sort_values("updates").groupby("cell_id").tail(1)
+            finals.append(ends.loc[ends["status"] != "diverged", "val_accuracy"].mean() * 100)
+            tops.append(sub["val_accuracy"].max() * 100)
+            div = ends[ends["status"] == "diverged"]
+            if not div.empty:
+                any_diverged = True
+                for ax in axes[:, 0]:
+                    ax.scatter(div["updates"], div["val_accuracy"] * 100, marker="x", color="black", s=40, zorder=5)
+                for ax in axes[:, 1]:
+                    ax.scatter(div["train_seconds"], div["val_accuracy"] * 100, marker="x", color="black", s=40, zorder=5)
+        lowest_thr = min(thresholds) * 100 if thresholds else max(finals) - 10
+        finite_finals = [f for f in finals if math.isfinite(f)] or [lowest_thr]
+        zoom_low = max(0.0, lowest_thr - 15, min(lowest_thr - 5, min(finite_finals) - 2))
+        zoom_high = min(100.5, max(tops + [max(thresholds, default=0) * 100]) + 1)
+        # The zoom row starts a little before the first evaluation that enters the zoomed range.
+        inside = data[(data["val_accuracy"] * 100 >= zoom_low)]
+        starts = {"updates": inside["updates"][inside["updates"] > 0].min(),
+                  "train_seconds": inside["train_seconds"][inside["train_seconds"] > 0].min()}
+        for row, (low, high) in enumerate(((0, 100.5), (zoom_low, zoom_high))):
+            for col, xkey in enumerate(("updates", "train_seconds")):
+                ax = axes[row, col]
+                _log_axis(ax, "x", _count_label if col == 0 else _plain)
+                ax.set_ylim(low, high)
+                ax.set_ylabel("validation accuracy (%)")
+                _threshold_lines(ax, thresholds, labelled=row == 1)  # too crowded at full range
+                if row == 1 and math.isfinite(starts[xkey]):
+                    ax.set_xlim(starts[xkey] / 1.5, axes[0, col].get_xlim()[1])
+        axes[0, 0].set_title("against updates (mean of seeds, band = min–max)")
+        axes[0, 1].set_title("against training seconds (one line per seed)")
+        axes[1, 0].set_title("zoom on the thresholds")
+        axes[1, 1].set_title("zoom on the thresholds")
+        axes[0, 0].set_xlabel("updates (log scale)")
+        axes[0, 1].set_xlabel("training seconds (log scale)")
+        axes[1, 0].set_xlabel("updates (log scale)")
+        axes[1, 1].set_xlabel("training seconds (log scale, evaluation time excluded)")
+        handles: list = [Line2D([], [], color=colors[v], lw=2) for v in variants]
+        labels = list(variants)
+        handles.append(Patch(color="0.5", alpha=0.3))
+        labels.append("min–max over seeds")
+        if any_diverged:
+            handles.append(Line2D([], [], ls="", marker="x", color="black"))
+            labels.append("diverged (last evaluation)")
+        _legend_below(fig, handles, labels)
+        return to_data_uri(fig)
+
+
+def seed_spread(cells: pd.DataFrame, order: Sequence[str], colors: dict[str, Color]) -> str | None:
+    """Final test accuracy of every complete seed per variant, with the mean ± 95 % t interval.
+
+    Diverged seeds are not drawn (their accuracy at the blow-up is near chance and would squash
+    the axis); each row says how many diverged instead.
+    """
+    cells = cells[cells["status"].isin(("complete", "diverged"))]
+    variants = [v for v in order if v in set(cells["variant"])]
+    if not variants or cells.loc[cells["status"] == "complete", "test_accuracy"].dropna().empty:
+        return None
+    rng = np.random.default_rng(0)  # fixed jitter: the same report twice gives the same picture
+    with _style():
+        fig = _figure(10, 0.45 * len(variants) + 1.5)
+        ax = fig.subplots()
+        notes = []
+        for i, v in enumerate(variants):
+            sub = cells[cells["variant"] == v]
+            ok = sub.loc[sub["status"] == "complete", "test_accuracy"].dropna() * 100
+            ax.scatter(ok, i + rng.uniform(-0.12, 0.12, len(ok)), color=colors[v], s=38,
+                       edgecolor="white", lw=0.6, zorder=3)
+            ci = t_interval(ok)
+            if ci.n >= 2:
+                ax.errorbar(ci.mean, i, xerr=[[ci.mean - ci.low], [ci.high - ci.mean]], color="0.15",
+                            capsize=4, lw=1.3, marker="|", ms=14, zorder=2)
+            elif ci.n == 1:
+                ax.plot(ci.mean, i, marker="|", ms=14, color="0.15")
+            diverged = int((sub["status"] == "diverged").sum())
+            if diverged:
+                notes.append((i, f"{diverged}/{len(sub)} diverged" + ("" if ci.n else ": no complete seed")))
+        ax.set_yticks(range(len(variants)), variants)
+        ax.set_ylim(len(variants) - 0.5, -0.5)
+        # Room on the right for the notes, whatever the spread of the points.
+        low, high = ax.get_xlim()
+        ax.set_xlim(low, high + (high - low) * (0.3 if notes else 0.02))
+        for i, text in notes:
+            ax.annotate(text, xy=(0.99, i), xycoords=("axes fraction", "data"), ha="right", va="center",
+                        fontsize=8, color=STATUS_COLORS["diverged"])
+        ax.set_xlabel("final test accuracy (%)")
+        ax.set_title("seed spread of final test accuracy (bar: mean ± 95 % t interval)")
+        _legend_below(fig, [Line2D([], [], ls="", marker="o", color="0.4"),
+                            Line2D([], [], color="0.15", marker="|", ms=10)],
+                      ["one complete seed", "mean ± 95 % CI (complete seeds)"])
+        return to_data_uri(fig)
+
+
+def divergence_bars(cells: pd.DataFrame, order: Sequence[str]) -> str | None:
+    """Stacked bars of complete / diverged / errored cells per variant; None if all completed."""
+    cells = cells[cells["status"].isin(tuple(STATUS_COLORS))]
+    if not (cells["status"] != "complete").any():
+        return None
+    variants = [v for v in order if v in set(cells["variant"])]
+    counts = (cells.groupby(["variant", "status"]).size().unstack(fill_value=0)
+              .reindex(index=variants, columns=list(STATUS_COLORS), fill_value=0))
+    with _style():
+        fig = _figure(10, 0.4 * len(variants) + 1.5)
+        ax = fig.subplots()
+        left = np.zeros(len(variants))
+        for status, color in STATUS_COLORS.items():
+            ax.barh(range(len(variants)), counts[status], left=left, color=color, label=status, height=0.6)
+            left += counts[status].to_numpy()
+        for i, v in enumerate(variants):
+            finished = counts.loc[v, "complete"] + counts.loc[v, "diverged"]
+            text = f"{counts.loc[v, 'diverged']}/{finished} diverged"
+            if counts.loc[v, "error"]:
+                text += f", {counts.loc[v, 'error']} error"
+            ax.annotate(text, xy=(left[i], i), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=8)
+        ax.set_yticks(range(len(variants)), variants)
+        ax.set_ylim(len(variants) - 0.5, -0.5)
+        ax.set_xlim(0, left.max() * 1.3)
+        ax.set_xlabel("cells (seeds)")
+        ax.set_title("outcome of each variant's cells")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        shown = [s for s in STATUS_COLORS if counts[s].sum()]
+        _legend_below(fig, [Patch(color=STATUS_COLORS[s]) for s in shown], shown)
+        return to_data_uri(fig)
+
+
+def _value_text(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def grid_heatmap(group: GridGroup, vmin: float, vmax: float) -> str | None:
+    """Mean final validation accuracy (complete seeds) over one rule's hyperparameter grid.
+
+    Two varying parameters give a 2-D map, one a single row; with more, the columns combine
+    all but the first. Cells where seeds diverged say how many.
+    """
+    cells = group.cells[group.cells["status"].isin(("complete", "diverged"))].copy()
+    if cells.empty:
+        return None
+    dims = list(group.dims)
+    if len(dims) == 2 and cells[dims[0]].map(repr).nunique() > cells[dims[1]].map(repr).nunique():
+        dims.reverse()  # the longer axis goes across: the page is wider than tall
+    row_key = dims[0] if len(dims) >= 2 else None
+    col_dims = dims[1:] if len(dims) >= 2 else dims
+    cells["_row"] = cells[row_key].map(_value_text) if row_key else ""
+    cells["_col"] = cells.apply(lambda r: ", ".join(
+        (_value_text(r[d]) if len(col_dims) == 1 else f"{d}={_value_text(r[d])}") for d in col_dims), axis=1)
+
+    def ordered(key: str, raw: list[str]) -> list[str]:
+        firsts = cells.drop_duplicates(key)
+        return [r[key] for _, r in sorted(firsts.iterrows(), key=lambda it: tuple(
+            sortable(it[1][d]) for d in raw))]
+
+    rows = ordered("_row", [row_key] if row_key else [])
+    cols = ordered("_col", col_dims)
+    means = np.full((len(rows), len(cols)), np.nan)
+    notes = np.full((len(rows), len(cols)), "", dtype=object)
+    for (r, c), sub in cells.groupby(["_row", "_col"]):
+        i, j = rows.index(r), cols.index(c)
+        ok = sub.loc[sub["status"] == "complete", "val_accuracy"].dropna()
+        div = int((sub["status"] == "diverged").sum())
+        means[i, j] = ok.mean() * 100 if len(ok) else np.nan
+        text = f"{means[i, j]:.1f}" if len(ok) else "no result"
+        notes[i, j] = text + (f"\n{div}/{len(sub)} div." if div else "")
+    with _style():
+        fig = _figure(max(4.2, 0.95 * len(cols) + 2.8), 0.6 * len(rows) + 1.7)
+        ax = fig.subplots()
+        sns.heatmap(pd.DataFrame(means, index=rows, columns=cols), annot=notes, fmt="", cmap="viridis",
+                    vmin=vmin, vmax=vmax, linewidths=1.5, linecolor="white", ax=ax,
+                    cbar_kws={"label": "final val. accuracy (%)"}, annot_kws={"fontsize": 9})
+        for i, j in zip(*np.where(np.isnan(means))):  # seaborn leaves NaN cells blank
+            ax.text(j + 0.5, i + 0.5, notes[i, j], ha="center", va="center", fontsize=9, color="0.2")
+        ax.set_facecolor("0.88")
+        ax.grid(False)
+        ax.set_xlabel(col_dims[0] if len(col_dims) == 1 else " × ".join(col_dims))
+        ax.set_ylabel(row_key or "")
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="x", rotation=0 if max(map(len, cols)) < 10 else 30)
+        ax.set_title(f"{group.rule}: final validation accuracy over the grid")
+        return to_data_uri(fig)
+
+
+def _natural(text: str) -> list:
+    """Sort key that puts L2 before L10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def per_layer_curves(frame: pd.DataFrame, order: Sequence[str], colors: dict[str, Color]) -> str | None:
+    """One panel per metric against updates: seed mean, colour = variant, line style = layer.
+
+    `frame` is a long table (variant, seed, updates, layer, metric, value) of one task.
+    """
+    frame = frame[frame["updates"] > 0]
+    if frame.empty:
+        return None
+    metrics = sorted(frame["metric"].unique(), key=_natural)
+    layers = sorted(frame["layer"].unique(), key=_natural)
+    variants = [v for v in order if v in set(frame["variant"])]
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    with _style():
+        # At least page-wide enough that the legend below spreads over several columns.
+        fig = _figure(max(10.0, 4.2 * ncols + 0.6), 3.1 * nrows + 1.0)
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, metric in zip(axes, metrics):
+            sub = frame[frame["metric"] == metric]
+            for v in variants:
+                for k, layer in enumerate(layers):
+                    line = sub[(sub["variant"] == v) & (sub["layer"] == layer)]
+                    if line.empty:
+                        continue
+                    mean = line.groupby("updates")["value"].mean()
+                    ls, marker = LAYER_STYLES[k % len(LAYER_STYLES)]
+                    ax.plot(mean.index, mean.to_numpy(), color=colors[v], ls=ls, marker=marker, ms=3, lw=1.5)
+            _log_axis(ax, "x", _count_label)
+            values = sub["value"].to_numpy()
+            if (values > 0).all() and values.max() / values.min() >= 50:
+                _log_axis(ax, "y")  # errors that fall by decades read better on a log axis
+            ax.set_title(metric)
+            ax.set_xlabel("updates (log scale)")
+        for ax in axes[len(metrics):]:
+            ax.set_visible(False)
+        handles: list = [Line2D([], [], color=colors[v], lw=2) for v in variants]
+        labels = list(variants)
+        if len(layers) > 1 or layers[0]:
+            for k, layer in enumerate(layers):
+                ls, marker = LAYER_STYLES[k % len(LAYER_STYLES)]
+                handles.append(Line2D([], [], color="0.25", ls=ls, marker=marker, ms=3))
+                labels.append(f"layer {layer}" if layer else "(no layer)")
+        _legend_below(fig, handles, labels)
+        return to_data_uri(fig)

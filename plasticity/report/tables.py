@@ -1,0 +1,255 @@
+"""Flatten cell records into tidy pandas tables (one row per cell, one row per evaluation).
+
+Everything the report draws or prints is computed from these tables, so the figures, the HTML
+and `results.csv` all agree on what a cell's task, variant, seed and status are.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ..results import CellRecord
+from .stats import largest_drop
+
+#: Statuses whose final numbers are results (a diverged cell ran to its end, badly).
+FINISHED = ("complete", "diverged")
+#: Columns of `results.csv` that come before the per-threshold and grid columns.
+BASE_COLUMNS = [
+    "task", "rule", "optimizer", "variant", "seed", "status", "updates", "examples",
+    "train_seconds", "val_accuracy", "test_accuracy", "best_val_accuracy", "largest_drop",
+    "wall_seconds",
+]
+_INT_COLUMNS = ("seed", "updates", "examples")
+
+
+def thr_key(threshold: float | str) -> str:
+    """Canonical text of a threshold (0.9 -> "0.9"), used in column names and lookups."""
+    return f"{float(threshold):g}"
+
+
+def thr_label(threshold: float | str) -> str:
+    """A threshold as the reader sees it: 0.975 -> "97.5 %"."""
+    return f"{float(threshold) * 100:g} %"
+
+
+def _number(value: Any) -> float:
+    """A JSON number or null as a float (null, bools and junk become NaN)."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _by_threshold(mapping: Any) -> dict[str, float]:
+    """A final line's `updates_to`-style dict keyed by canonical threshold text."""
+    if not isinstance(mapping, dict):
+        return {}
+    out = {}
+    for key, value in mapping.items():
+        try:
+            out[thr_key(key)] = _number(value)
+        except ValueError:
+            continue
+    return out
+
+
+def cell_thresholds(cell: CellRecord) -> list[float]:
+    """The cell's validation thresholds (fractions), from its header or else its final line."""
+    thresholds = cell.header.get("thresholds") or []
+    if not thresholds and cell.final:
+        thresholds = list((cell.final.get("updates_to") or {}).keys())
+    return sorted({float(t) for t in thresholds})
+
+
+def _cell_row(cell: CellRecord) -> dict[str, Any]:
+    """One row of the cells table: identity, final numbers, thresholds, grid values."""
+    config = cell.config
+    labels = cell.header.get("labels") or {}
+    rule = (config.get("rule") or {}).get("name") or labels.get("rule") or "?"
+    optimizer = (config.get("optimizer") or {}).get("name") or labels.get("optimizer") or "?"
+    # An interrupted cell has no final line: its progress comes from the last evaluation.
+    last = cell.final or (cell.evals[-1] if cell.evals else {})
+    curve = [_number(e.get("val_accuracy")) for e in cell.evals]
+    finite = [v for v in curve if math.isfinite(v)]
+    row: dict[str, Any] = {
+        "task": (config.get("task") or {}).get("name", "?"),
+        "rule": str(rule),
+        "optimizer": str(optimizer),
+        "variant": str(labels.get("variant") or f"{rule} + {optimizer}"),
+        "seed": config.get("seed"),
+        "status": cell.status,
+        "updates": _number(last.get("updates")),
+        "examples": _number(last.get("examples")),
+        "train_seconds": _number(last.get("train_seconds")),
+        "val_accuracy": _number(last.get("val_accuracy")),
+        "test_accuracy": _number(last.get("test_accuracy")),
+        "best_val_accuracy": max(finite) if finite else math.nan,
+        "largest_drop": largest_drop(curve) if finite else math.nan,
+        "wall_seconds": _number((cell.final or {}).get("wall_seconds")),
+        "message": str((cell.final or {}).get("message") or ""),
+        "cell_id": str(cell.header.get("cell_id", "")),
+        "file": cell.path.name,
+        "thresholds": cell_thresholds(cell),
+        "grid": dict(labels.get("grid") or {}),
+    }
+    final = cell.final or {}
+    for kind in ("updates_to", "examples_to", "seconds_to"):
+        reached = _by_threshold(final.get(kind))
+        for t in row["thresholds"]:
+            row[f"{kind}_{thr_key(t)}"] = reached.get(thr_key(t), math.nan)
+    for key, value in row["grid"].items():
+        row[str(key)] = value
+    return row
+
+
+def cells_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
+    """One row per cell of any status; `thresholds` and `grid` hold the cell's lists/dicts."""
+    rows = [_cell_row(c) for c in cells]
+    if not rows:
+        return pd.DataFrame(columns=BASE_COLUMNS + ["message", "cell_id", "file", "thresholds", "grid"])
+    frame = pd.DataFrame(rows)
+    order = variant_order(frame)
+    frame["_v"] = frame["variant"].map({v: i for i, v in enumerate(order)})
+    frame = frame.sort_values(["task", "_v", "seed", "cell_id"], kind="stable").drop(columns="_v")
+    return frame.reset_index(drop=True)
+
+
+def grid_columns(frame: pd.DataFrame) -> list[str]:
+    """Names of the grid parameters that appear in any cell's labels, in a stable order."""
+    keys: dict[str, None] = {}
+    for grid in frame.get("grid", []):
+        for key in grid:
+            keys[str(key)] = None
+    return sorted(keys)
+
+
+def threshold_keys(frame: pd.DataFrame) -> list[str]:
+    """Every threshold (canonical text) used by any cell of the frame, ascending."""
+    values = {float(t) for ts in frame.get("thresholds", []) for t in ts}
+    return [thr_key(t) for t in sorted(values)]
+
+
+def sortable(value: Any) -> tuple[int, float, str]:
+    """Sort numbers numerically and before text, so lr=0.01 < 0.1 < 1 and NaN last."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return (0, float(value), "")
+        return (2, 0.0, "")
+    return (1, 0.0, str(value))
+
+
+def variant_order(frame: pd.DataFrame) -> list[str]:
+    """Variants sorted by rule, optimizer, then grid values (numbers compared as numbers)."""
+    if frame.empty:
+        return []
+    firsts = frame.drop_duplicates("variant")
+    keys = grid_columns(frame)
+
+    def key(row: pd.Series) -> tuple:
+        grid = row["grid"]
+        return (row["rule"], row["optimizer"], tuple(sortable(grid.get(k)) for k in keys), row["variant"])
+
+    return [r["variant"] for _, r in sorted(firsts.iterrows(), key=lambda item: key(item[1]))]
+
+
+def curves_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
+    """One row per evaluation line, tagged with its cell's task, variant, seed and status."""
+    rows = []
+    for cell in cells:
+        ident = _cell_row(cell)
+        for ev in cell.evals:
+            rows.append({
+                "task": ident["task"], "variant": ident["variant"], "seed": ident["seed"],
+                "cell_id": ident["cell_id"], "status": ident["status"],
+                **{k: _number(ev.get(k)) for k in (
+                    "updates", "epoch", "examples", "train_seconds", "train_loss",
+                    "val_accuracy", "val_loss", "test_accuracy")},
+            })
+    columns = ["task", "variant", "seed", "cell_id", "status", "updates", "epoch", "examples",
+               "train_seconds", "train_loss", "val_accuracy", "val_loss", "test_accuracy"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def split_metric_key(key: str) -> tuple[str, str]:
+    """"L1.rel_err_white" -> ("L1", "rel_err_white"); a key without a layer -> ("", key)."""
+    head, sep, tail = key.partition(".")
+    return (head, tail) if sep and tail else ("", key)
+
+
+def per_layer_frame(cells: Iterable[CellRecord], field: str) -> pd.DataFrame:
+    """Long table of the numeric entries of each eval line's `field` dict ("feedback", ...)."""
+    rows = []
+    for cell in cells:
+        ident = None
+        for ev in cell.evals:
+            values = ev.get(field)
+            if not isinstance(values, dict):
+                continue
+            ident = ident or _cell_row(cell)
+            for key, value in values.items():
+                number = _number(value)
+                if not math.isfinite(number):
+                    continue
+                layer, metric = split_metric_key(str(key))
+                rows.append({"task": ident["task"], "variant": ident["variant"], "seed": ident["seed"],
+                             "status": ident["status"], "updates": _number(ev.get("updates")),
+                             "layer": layer, "metric": metric, "value": number})
+    return pd.DataFrame(rows, columns=["task", "variant", "seed", "status", "updates", "layer",
+                                       "metric", "value"])
+
+
+@dataclass
+class GridGroup:
+    """The cells of one rule on one task whose grid has at least two points."""
+    rule: str
+    dims: list[str]          # grid parameters that vary inside this group (may include "optimizer")
+    cells: pd.DataFrame      # with one column per dim
+
+
+def grid_groups(task_cells: pd.DataFrame) -> list[GridGroup]:
+    """Group a task's cells by rule; keep groups whose grid has >= 2 points."""
+    groups = []
+    for rule, sub in task_cells.groupby("rule", sort=True):
+        sub = sub.copy()
+        keys = sorted({k for g in sub["grid"] for k in g})
+        for key in keys:
+            sub[key] = [g.get(key) for g in sub["grid"]]
+        # The optimizer is a grid dimension too when one rule runs under several.
+        candidates = (["optimizer"] if sub["optimizer"].nunique() > 1 else []) + keys
+        dims = [k for k in candidates if sub[k].map(repr).nunique() > 1]
+        if dims and sub["variant"].nunique() >= 2:
+            groups.append(GridGroup(str(rule), dims, sub))
+    return groups
+
+
+def write_results_csv(cells: Iterable[CellRecord], path: Path) -> Path:
+    """Write one row per finished or errored cell (interrupted cells are not results).
+
+    Columns: the identity and final numbers of `BASE_COLUMNS`, then per threshold
+    `updates_to_<thr>`, `examples_to_<thr>`, `seconds_to_<thr>` (empty when never reached),
+    then `message`, `cell_id`, and one column per grid parameter.
+    """
+    frame = cells_frame(cells)
+    frame = frame[frame["status"] != "incomplete"] if not frame.empty else frame
+    thresholds = threshold_keys(frame)
+    columns = list(BASE_COLUMNS)
+    for kind in ("updates_to", "examples_to", "seconds_to"):
+        columns += [f"{kind}_{t}" for t in thresholds]
+    columns += ["message", "cell_id"] + grid_columns(frame)
+    out = frame.reindex(columns=columns)
+    # Nullable integers, so that an update count prints as 120, not 120.0, and a miss as empty.
+    for col in list(_INT_COLUMNS) + [c for c in columns if c.startswith(("updates_to_", "examples_to_"))]:
+        out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    out.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
