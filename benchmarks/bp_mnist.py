@@ -1,4 +1,4 @@
-"""BP on the MNIST MLP 784-256-256-10, batch 100, 10 epochs: test accuracy, updates to 97 %
+"""BP on the MNIST MLP 784-256-256-10, batch 100, 10 epochs, SGD (momentum 0.9, lr 0.05, cosine decay): test accuracy, updates to 97 %
 validation accuracy, training seconds and peak memory, per seed.
 
     PLASTICITY_DATA=../shared/data python benchmarks/bp_mnist.py [--seeds 3] [--device cpu]
@@ -24,7 +24,7 @@ name = "mnist"
 params = {{ hidden = [256, 256], batch_size = 100 }}
 [[rules]]
 name = "bp"
-optimizers = [{{ name = "sgd", params = {{ lr = 0.05, momentum = 0.9 }} }}]
+optimizers = [{{ name = "sgd", params = {{ lr = 0.05, momentum = 0.9 }}, schedule = "cosine" }}]
 '''
 
 

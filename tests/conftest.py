@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from plasticity import registry
 from plasticity.registry import REPO_ROOT, load_plugins
 
 load_plugins()
+TEST_PLUGINS = Path(__file__).parent / "plugins"
 
 
 def shared_data_dir() -> Path | None:
@@ -25,3 +27,18 @@ def real_data_dir() -> Path:
     if path is None:
         pytest.skip("real data files not present (set PLASTICITY_DATA)")
     return path
+
+
+def _forget_test_plugins() -> None:
+    for path in TEST_PLUGINS.glob("*.py"):
+        registry._loaded_files.discard(path.resolve())
+    registry._unregister("rule", "test_nan")
+
+
+@pytest.fixture
+def misbehaving_rules():
+    """The rules in tests/plugins (test_nan), registered for one test only."""
+    _forget_test_plugins()
+    registry.load_plugins([TEST_PLUGINS])
+    yield TEST_PLUGINS
+    _forget_test_plugins()

@@ -18,17 +18,7 @@ from plasticity.results import is_complete, load_cells, read_cell
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
 
-PLUGINS = Path(__file__).parent / "plugins"
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def misbehaving_rules():
-    registry.load_plugins([PLUGINS])
-    yield
-    for path in PLUGINS.glob("*.py"):
-        registry._loaded_files.discard(path.resolve())
-    registry._unregister("rule", "test_nan")
 
 
 def cells(text: str):

@@ -1,0 +1,52 @@
+"""End to end through the command line: run a suite, read its report and CSV, rebuild the report."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from plasticity.cli import main
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def test_run_writes_report_with_diverged_cell(tmp_path, capsys, misbehaving_rules):
+    suite = tmp_path / "mixed.toml"
+    suite.write_text('name = "mixed"\nseeds = [0, 1]\n[budget]\nepochs = 3\n'
+                     '[[tasks]]\nname = "digits"\n'
+                     '[[rules]]\nname = "bp"\n'
+                     '[[rules]]\nname = "test_nan"\nparams = { at = 2 }\n')
+    out = tmp_path / "out"
+    code = main(["run", str(suite), "--out", str(out), "--plugins", str(PLUGINS), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "4 cells: 0 already complete, 2 complete, 2 diverged" in captured.err
+    html_path = out / "index.html"
+    assert f"report: {html_path.resolve()}" in captured.out
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 4
+    required = {"task", "rule", "optimizer", "seed", "status", "updates", "examples", "train_seconds",
+                "val_accuracy", "test_accuracy", "updates_to_0.8", "updates_to_0.9", "updates_to_0.95"}
+    assert required <= set(rows[0])
+    statuses = sorted((r["rule"], r["status"]) for r in rows)
+    assert statuses == [("bp", "complete")] * 2 + [("test_nan", "diverged")] * 2
+    assert all(float(r["test_accuracy"]) > 0.8 for r in rows if r["rule"] == "bp")
+
+    html = html_path.read_text()
+    assert "test_nan" in html and "2/2" in html  # the diverged count of that variant
+    assert "data:image/png;base64," in html
+    assert 'src="http' not in html and 'href="http' not in html
+
+    # the report is rebuilt from the runs alone, identically but for the build time
+    html_path.unlink()
+    assert main(["report", str(out)]) == 0
+    assert html_path.exists()
+
+    # a rerun finds every cell complete and runs nothing
+    assert main(["run", str(suite), "--out", str(out), "--plugins", str(PLUGINS), "--no-progress"]) == 0
+    assert "4 cells: 4 already complete" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_without_runs(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "has no runs/ folder" in capsys.readouterr().err
