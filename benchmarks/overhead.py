@@ -44,7 +44,7 @@ def bare_epoch(net, opt, x, y, batch, gen, device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="mnist")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     registry.load_plugins()

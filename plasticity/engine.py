@@ -68,6 +68,13 @@ def evaluate(net: torch.nn.Module, split: Split) -> tuple[float, float]:
     return correct / len(split), loss_sum / len(split)
 
 
+def _finite(values: list[torch.Tensor]) -> bool:
+    """True when every recent loss is finite (one host sync for the lot)."""
+    if len(values) == 1:
+        return math.isfinite(float(values[0]))
+    return bool(torch.isfinite(torch.stack(values)).all())
+
+
 def weights_finite(net: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in net.parameters())
 
@@ -136,22 +143,19 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
 
     state = Progress(total_updates=max_updates)
     train_seconds = 0.0
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    loss_count = 0
+    losses: list[torch.Tensor] = []  # batch losses since the last evaluation, still on the device
     evals: list[dict[str, Any]] = []
     status, message = "complete", None
 
     def record() -> dict[str, Any]:
-        nonlocal loss_sum, loss_count
         val_acc, val_loss = evaluate(net, data.val)
         test_acc, _ = evaluate(net, data.test)
         line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
                 "examples": state.examples, "train_seconds": train_seconds,
-                "train_loss": float(loss_sum) / loss_count if loss_count else None,
+                "train_loss": float(torch.stack(losses).double().mean()) if losses else None,
                 "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
                 "diagnostics": {k: float(v) for k, v in rule.diagnostics().items()}}
-        loss_sum = torch.zeros_like(loss_sum)
-        loss_count = 0
+        losses.clear()
         writer.write(line)
         evals.append(line)
         return line
@@ -175,9 +179,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
             state.examples += int(y.shape[0])
             loss = out.get("loss") if out else None
             if loss is not None:
-                loss_sum += loss.detach().to(torch.float64)
-                loss_count += 1
-                if state.updates % check_every == 0 and not bool(torch.isfinite(loss_sum)):
+                losses.append(loss.detach())
+                if state.updates % check_every == 0 and not _finite(losses[-check_every:]):
                     status, message = "diverged", f"non-finite loss at update {state.updates}"
             end_of_epoch = start + bs >= n
             if end_of_epoch:

@@ -11,7 +11,7 @@
     epochs = 5                          # also: updates = N, seconds = S
 
     [evaluation]
-    per_decade = 6                      # log-spaced evaluation points per decade of updates
+    per_decade = 10                     # log-spaced evaluation points per decade of updates (default 10)
     every_epoch = true
 
     [[tasks]]
@@ -173,7 +173,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     if dtype not in DTYPES:
         raise ConfigError(f"{where}: dtype: {dtype!r} is not one of {', '.join(DTYPES)}{closest(dtype, DTYPES)}")
     budget = _budget(doc.get("budget", {}), f"{where}: [budget]")
-    evaluation = {"per_decade": 6, "every_epoch": True}
+    evaluation = {"per_decade": 10, "every_epoch": True}
     evaluation.update(_checked_table(doc.get("evaluation", {}), EVAL_KEYS, f"{where}: [evaluation]"))
     if evaluation["per_decade"] < 1:
         raise ConfigError(f"{where}: [evaluation] per_decade must be at least 1")

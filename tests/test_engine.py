@@ -42,7 +42,7 @@ def test_update_budget_and_evaluation_points(tmp_path):
     rec = read_cell(tmp_path / f"{cell.cell_id}.jsonl")
     assert final["status"] == "complete" and final["updates"] == 50
     updates = [e["updates"] for e in rec.evals]
-    assert updates[:7] == [0, 1, 2, 3, 5, 7, 10]
+    assert updates[:9] == [0, 1, 2, 3, 4, 5, 6, 8, 10]  # 10 points per decade by default
     assert PER_EPOCH in updates and updates[-1] == 50  # evaluated at the end of the epoch too
     assert rec.evals[-1]["examples"] == N_TRAIN + (50 - PER_EPOCH) * 32
 
