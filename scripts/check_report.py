@@ -3,7 +3,6 @@
 
     python scripts/check_report.py reports/quick                  # build index.html, then check it
     python scripts/check_report.py reports/quick/index.html --no-build
-    python scripts/check_report.py --demo /tmp/demo-suite         # write a synthetic suite first
 
 Exit status: 0 when the page rendered cleanly, 1 when problems were found, 2 without Chromium.
 """
@@ -20,26 +19,15 @@ from plasticity.report.browser import ChromiumNotFound, check_in_browser
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", type=Path, help="a suite folder or an index.html")
-    parser.add_argument("--demo", type=Path, metavar="DIR",
-                        help="write a synthetic suite into DIR (replacing its runs) and check its report")
     parser.add_argument("--screenshot", type=Path, help="PNG to write (default: next to the report)")
     parser.add_argument("--no-build", action="store_true", help="check the existing index.html as it is")
     parser.add_argument("--height", type=int, default=4000, help="window height in pixels (default 4000)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds per Chromium run")
     args = parser.parse_args(argv)
 
-    if args.demo:
-        import shutil
-        from plasticity.report.demo import write_demo_suite
-        shutil.rmtree(args.demo / "runs", ignore_errors=True)
-        write_demo_suite(args.demo, tasks=("digits", "mnist"), hostile=True,
-                         rules={"bp": {"rule.loss": ["ce", "mse"], "optimizer.lr": [0.01, 0.1, 0.3]},
-                                "fa": {"optimizer.lr": [0.01, 0.1, 0.3]}})
-        target = args.demo
-    elif args.target:
-        target = args.target
-    else:
-        parser.error("give a suite folder, an index.html, or --demo DIR")
+    if args.target is None:
+        parser.error("give a suite folder or an index.html")
+    target = args.target
 
     if target.is_dir():
         html_path = target / "index.html" if args.no_build else build_report(target)

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 
 from plasticity.report import build_report, write_results_csv
 from plasticity.report.browser import check_in_browser, find_chromium, ChromiumNotFound
-from plasticity.report.demo import write_demo_suite
+from synthetic_suite import write_demo_suite
 from plasticity.report.sections import published_accuracy
 from plasticity.report.stats import grid_share, largest_drop, t_interval, threshold_summary
 from plasticity.results import load_cells

@@ -1,5 +1,4 @@
-"""Write a synthetic suite folder in the exact results-store format, for tests and for
-looking at a report without running anything (`scripts/check_report.py --demo`).
+"""Write a synthetic suite folder in the exact results-store format, for the report tests.
 
 Curves are smooth saturating functions of the update count with seed noise; nothing here is a
 measurement. Cells go through the real `CellWriter`, so the files are what the engine writes.
@@ -15,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..results import CellWriter, write_json
+from plasticity.results import CellWriter, write_json
 
 DEFAULT_RULES: dict[str, dict[str, list[Any]]] = {
     "bp": {"optimizer.lr": [0.01, 0.1]},
