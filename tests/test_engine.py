@@ -135,19 +135,22 @@ def _complete_files(runs: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in runs.glob("*.jsonl") if not p.name.endswith(".error.jsonl")}
 
 
-def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path, jobs):
     suite = tmp_path / "long.toml"
     suite.write_text('name = "long"\nseeds = 6\n[budget]\nepochs = 150\n'
                      '[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "plasticity.cli", "run", str(suite), "--out", str(out),
-           "--no-progress", "--no-report", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--no-progress", "--no-report", "--device", "cpu", "--jobs", jobs]
+    # its own process group, signalled as a whole: what Ctrl-C in a terminal does (workers too)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "runs").glob("*.jsonl")):
         time.sleep(0.05)
     time.sleep(0.3)  # let the next cell start, so that it is cut in the middle
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err
