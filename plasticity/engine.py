@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from . import registry
+from .errors import ConfigError
 from .params import make_params
 from .results import CellWriter
 from .suite import NO_OPTIMIZER, Cell
@@ -32,7 +33,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU is an error that says so."""
-    from .errors import ConfigError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -222,7 +222,6 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
 def lr_scheduler(optimizer: torch.optim.Optimizer | None, schedule: str | None,
                  max_updates: int | None) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Per-update learning-rate decay to zero at the end of the budget ('cosine' or 'linear')."""
-    from .errors import ConfigError
     if schedule in (None, "constant") or optimizer is None:
         return None
     if max_updates is None:

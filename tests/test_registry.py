@@ -74,3 +74,34 @@ def test_cli_error_is_one_line_with_exit_2(capsys):
     assert main(["run", "no_such_suite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("plasticity: error: suite 'no_such_suite' not found")
+
+
+def _entry_points(monkeypatch, tmp_path, module_text: str, value: str) -> None:
+    """Pretend an installed package declares `value` in the group plasticity.rules."""
+    import importlib.metadata as md
+    (tmp_path / f"{value.split(':')[0]}.py").write_text(textwrap.dedent(module_text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = {"plasticity.rules": [md.EntryPoint(name="ep_rule", value=value, group="plasticity.rules")]}
+    monkeypatch.setattr(registry.importlib.metadata, "entry_points", lambda group: eps.get(group, []))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+
+
+def test_entry_point_registers_an_undecorated_class(monkeypatch, tmp_path):
+    _entry_points(monkeypatch, tmp_path, '''
+        from plasticity import LearningRule
+
+        class EPRule(LearningRule):
+            """A rule from a pip-installed package."""
+    ''', "ep_plugin_mod:EPRule")
+    try:
+        registry.load_plugins()
+        assert registry.get_rule("ep_rule").__doc__ == "A rule from a pip-installed package."
+    finally:
+        registry._unregister("rule", "ep_rule")
+
+
+def test_entry_point_that_fails_names_it(monkeypatch, tmp_path):
+    _entry_points(monkeypatch, tmp_path, "raise ImportError('missing dependency')\n", "ep_broken_mod:EPRule")
+    with pytest.raises(RegistryError, match=r"entry point 'ep_rule' in group plasticity.rules "
+                                            r"\(ep_broken_mod:EPRule\) failed to import: ImportError: missing"):
+        registry.load_plugins()

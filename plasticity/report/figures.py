@@ -226,7 +226,10 @@ def seed_spread(cells: pd.DataFrame, order: Sequence[str], colors: dict[str, Col
                        edgecolor="white", lw=0.6, zorder=3)
             ci = t_interval(ok)
             if ci.n >= 2:
-                ax.errorbar(ci.mean, i, xerr=[[ci.mean - ci.low], [ci.high - ci.mean]], color="0.15",
+                # Accuracy lives in [0, 100]: a t interval of few seeds can reach past it, so clip
+                # the bar there rather than stretch the axis.
+                low, high = max(ci.low, 0.0), min(ci.high, 100.0)
+                ax.errorbar(ci.mean, i, xerr=[[ci.mean - low], [high - ci.mean]], color="0.15",
                             capsize=4, lw=1.3, marker="|", ms=14, zorder=2)
             elif ci.n == 1:
                 ax.plot(ci.mean, i, marker="|", ms=14, color="0.15")
@@ -237,6 +240,7 @@ def seed_spread(cells: pd.DataFrame, order: Sequence[str], colors: dict[str, Col
         ax.set_ylim(len(variants) - 0.5, -0.5)
         # Room on the right for the notes, whatever the spread of the points.
         low, high = ax.get_xlim()
+        low, high = max(low, 0.0), min(high, 100.0)
         ax.set_xlim(low, high + (high - low) * (0.3 if notes else 0.02))
         for i, text in notes:
             ax.annotate(text, xy=(0.99, i), xycoords=("axes fraction", "data"), ha="right", va="center",
