@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from . import registry
-from .errors import ConfigError
+from .errors import ConfigError, PlasticityError
 from .params import make_params
 from .results import CellWriter
 from .suite import NO_OPTIMIZER, Cell
@@ -256,6 +256,12 @@ def run_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[
         return train_cell(cell, writer, header, device, data_dir, on_progress)
     except (KeyboardInterrupt, SystemExit):
         writer.close()  # leaves only the .part file: the cell reruns next time
+        raise
+    except PlasticityError:
+        # Missing data, a bad parameter: every later cell would fail the same way, so stop the
+        # suite with the message rather than file one error cell per seed.
+        writer.close()
+        writer.part.unlink(missing_ok=True)
         raise
     except Exception as exc:
         if writer._fh is None:

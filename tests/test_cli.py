@@ -50,3 +50,15 @@ def test_run_writes_report_with_diverged_cell(tmp_path, capsys, misbehaving_rule
 def test_report_of_a_folder_without_runs(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "has no runs/ folder" in capsys.readouterr().err
+
+
+def test_missing_data_stops_the_suite_with_one_clear_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_OFFLINE", "1")
+    suite = tmp_path / "m.toml"
+    suite.write_text('seeds = 3\n[[tasks]]\nname = "mnist"\n[[rules]]\nname = "bp"\n')
+    out = tmp_path / "out"
+    code = main(["run", str(suite), "--out", str(out), "--data-dir", str(tmp_path / "empty"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "plasticity: error:" in err and "train-images-idx3-ubyte.gz" in err and "PLASTICITY_DATA" in err
+    assert not list((out / "runs").iterdir()), "nothing that looks like a result is left behind"
