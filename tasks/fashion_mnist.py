@@ -1,10 +1,9 @@
 """Fashion-MNIST (Xiao et al. 2017): Zalando clothing images in MNIST's IDX format."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from plasticity import Activation, RawData, Task, TaskParams, register_task
+from plasticity import RawData, Task, TaskParams, register_task
 from plasticity.data import load_fashion_mnist
 
 
@@ -12,12 +11,8 @@ from plasticity.data import load_fashion_mnist
 class FashionMNIST(Task):
     """Fashion-MNIST clothing: 28×28 grey images as 784 inputs, 10 classes, 55k/5k/10k split."""
 
-    @dataclass(frozen=True)
-    class Params(TaskParams):
-        hidden: tuple[int, ...] = (256, 256)
-        activation: Activation = "relu"
-        batch_size: int = 100
-        val_size: int = 5000
+    # Params: TaskParams' defaults are this task's: MLP 256-256 ReLU, batch 100, 5,000 validation images.
+    Params = TaskParams
 
     thresholds = (0.80, 0.85, 0.88)
     budget = {"epochs": 10}
