@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .files import bad_file, read_file
 
 ROWS_PER_BATCH = 10000
 N_FEATURES = 3 * 32 * 32  # channel-major: 1024 red, 1024 green, 1024 blue values per image
@@ -74,10 +75,11 @@ def safe_load(data: bytes) -> Any:
     return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
+HOLDING = "cifar-10-batches-py/"
+
+
 def _bad(path: Path, problem: str) -> DataError:
-    return DataError(f"{path}: {problem}. Replace it with a good copy of the CIFAR-10 python "
-                     f"batches (point --data-dir DIR or PLASTICITY_DATA=DIR at a folder holding "
-                     f"cifar-10-batches-py/), or delete it so it is downloaded again")
+    return bad_file(path, problem, HOLDING)
 
 
 def read_cifar_batch(path: str | Path, rows: int | None = ROWS_PER_BATCH) -> tuple[np.ndarray, np.ndarray]:
@@ -86,13 +88,7 @@ def read_cifar_batch(path: str | Path, rows: int | None = ROWS_PER_BATCH) -> tup
     `rows` is the number of images every official batch holds; None accepts any number.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing; point --data-dir DIR or PLASTICITY_DATA=DIR at a "
-                        f"folder holding cifar-10-batches-py/, or let plasticity download it") from None
-    except OSError as exc:
-        raise _bad(path, f"cannot be read ({exc})") from exc
+    raw = read_file(path, HOLDING)
     try:
         batch = safe_load(raw)
     except ForbiddenGlobal as exc:

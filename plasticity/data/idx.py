@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from .files import bad_file, read_file
 
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions (n, rows, cols)
 LABELS_MAGIC = 0x00000801  # uint8, 1 dimension (n,)
@@ -22,27 +22,15 @@ _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _bad(path: Path, problem: str) -> DataError:
-    return DataError(f"{path}: {problem}. Replace it with a good copy (point --data-dir DIR or "
-                     f"PLASTICITY_DATA=DIR at a folder holding the files), or delete it so it is "
-                     f"downloaded again")
-
-
 def _read_bytes(path: Path) -> bytes:
     """The file's content, decompressed when it is gzip (recognised by content, not name)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing; point --data-dir DIR or PLASTICITY_DATA=DIR at a "
-                        f"folder holding it, or let plasticity download it") from None
-    except OSError as exc:
-        raise _bad(path, f"cannot be read ({exc})") from exc
+    raw = read_file(path)
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
         return gzip.decompress(raw)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise _bad(path, f"expected a complete gzip stream, found a truncated or corrupt one "
+        raise bad_file(path, f"expected a complete gzip stream, found a truncated or corrupt one "
                          f"({type(exc).__name__}: {exc})") from exc
 
 
@@ -51,21 +39,21 @@ def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 4:
-        raise _bad(path, f"expected an IDX header of at least 4 bytes, found {len(data)} bytes")
+        raise bad_file(path, f"expected an IDX header of at least 4 bytes, found {len(data)} bytes")
     found = int.from_bytes(data[:4], "big")
     if magic is not None and found != magic:
-        raise _bad(path, f"expected IDX magic number 0x{magic:08x}, found 0x{found:08x}")
+        raise bad_file(path, f"expected IDX magic number 0x{magic:08x}, found 0x{found:08x}")
     type_code, ndim = data[2], data[3]
     if data[:2] != b"\0\0" or type_code not in _DTYPES:
-        raise _bad(path, f"not an IDX file: magic number 0x{found:08x} has no known type code")
+        raise bad_file(path, f"not an IDX file: magic number 0x{found:08x} has no known type code")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise _bad(path, f"expected a {header}-byte header for {ndim} dimensions, found {len(data)} bytes")
+        raise bad_file(path, f"expected a {header}-byte header for {ndim} dimensions, found {len(data)} bytes")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[type_code])
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
-        raise _bad(path, f"expected {expected} bytes for shape {shape} of {dtype.name}, "
+        raise bad_file(path, f"expected {expected} bytes for shape {shape} of {dtype.name}, "
                          f"found {len(data)} bytes")
     # astype copies into a writable array in native byte order.
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
@@ -80,7 +68,7 @@ def read_idx_labels(path: str | Path, n_classes: int | None = None) -> np.ndarra
     """Labels of an IDX1 file: uint8 array (n,), each below `n_classes` when given."""
     labels = read_idx(path, LABELS_MAGIC)
     if n_classes is not None and labels.size and int(labels.max()) >= n_classes:
-        raise _bad(Path(path), f"expected labels 0..{n_classes - 1}, found {int(labels.max())}")
+        raise bad_file(Path(path), f"expected labels 0..{n_classes - 1}, found {int(labels.max())}")
     return labels
 
 

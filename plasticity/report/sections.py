@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..results import FINISHED
 from . import figures
 from .html import Markup, esc, figure, join, section, table, tag
 from .stats import Interval, grid_share, t_interval, threshold_summary
-from .tables import FINISHED, grid_groups, thr_key, thr_label
+from .tables import grid_groups, thr_key, thr_label
 
 METHOD_NOTE = (
     "Final test accuracy: mean ± half-width of the 95 % Student-t interval over complete seeds "

@@ -12,11 +12,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..results import CellRecord
+from ..results import FINISHED, CellRecord
 from .stats import largest_drop
-
-#: Statuses whose final numbers are results (a diverged cell ran to its end, badly).
-FINISHED = ("complete", "diverged")
 #: Columns of `results.csv` that come before the per-threshold and grid columns.
 BASE_COLUMNS = [
     "task", "rule", "optimizer", "variant", "seed", "status", "updates", "examples",
