@@ -1,0 +1,126 @@
+"""Linear algebra shared by rules and metrics: (ridge) pseudo-inverses, Penrose residuals, angles.
+
+Rules never form an explicit inverse of a Gram matrix. A ridge solve (α > 0) factorises
+`AᵀA + αI` (or `AAᵀ + αI`, whichever side is smaller) by Cholesky; without ridge (α = 0) the
+pseudo-inverse comes from an SVD with small singular values cut at `rcond`, which is exact on
+rank-deficient matrices. Both work in the input's dtype and on its device (CPU or CUDA).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _rcond(a: torch.Tensor) -> float:
+    """numpy/LAPACK's default cut-off: machine epsilon times the larger dimension."""
+    return torch.finfo(a.dtype).eps * max(a.shape[-2:])
+
+
+def _ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Solve (gram + αI) X = rhs by Cholesky; fall back to least squares if the factorisation fails."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    lhs = gram + alpha * eye
+    factor, info = torch.linalg.cholesky_ex(lhs)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, factor)
+    # Not numerically positive definite (α tiny against the spectrum): the SVD route is safe.
+    return pinv(lhs) @ rhs
+
+
+def pinv(a: torch.Tensor, alpha: float = 0.0, rcond: float | None = None) -> torch.Tensor:
+    """The pseudo-inverse `A⁺` of a matrix (n × d → d × n), or its ridge form with α > 0.
+
+    Ridge: `(AᵀA + αI)⁻¹Aᵀ = Aᵀ(AAᵀ + αI)⁻¹`, computed on the smaller side by Cholesky; it tends to
+    `A⁺` as α → 0. Without ridge: SVD, singular values below `rcond·σ_max` treated as zero.
+    """
+    if alpha < 0:
+        raise ValueError(f"ridge alpha must be non-negative, got {alpha}")
+    if alpha > 0:
+        n, d = a.shape
+        if d <= n:
+            return _ridge_solve(a.T @ a, a.T, alpha)
+        return _ridge_solve(a @ a.T, a, alpha).T
+    return torch.linalg.pinv(a, rtol=_rcond(a) if rcond is None else rcond)
+
+
+def lstsq(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.0, rcond: float | None = None) -> torch.Tensor:
+    """`A⁺ B` (the minimum-norm least-squares solution of `A X ≈ B`), or the ridge solution.
+
+    Cheaper than `pinv(a) @ b` for tall A: the ridge path solves the d × d normal equations
+    `(AᵀA + αI) X = AᵀB` by Cholesky; without ridge an SVD of A gives the exact minimum-norm
+    solution even when A is rank-deficient.
+    """
+    if alpha < 0:
+        raise ValueError(f"ridge alpha must be non-negative, got {alpha}")
+    n, d = a.shape
+    if alpha > 0:
+        if d <= n:
+            return _ridge_solve(a.T @ a, a.T @ b, alpha)
+        return a.T @ _ridge_solve(a @ a.T, b, alpha)
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    cut = (_rcond(a) if rcond is None else rcond) * (s.max() if s.numel() else 0.0)
+    s_inv = torch.where(s > cut, 1.0 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+    return vh.T @ (s_inv[:, None] * (u.T @ b))
+
+
+def condition_number(a: torch.Tensor) -> float:
+    """2-norm condition number σ_max/σ_min of a matrix (inf when singular), in float64."""
+    s = torch.linalg.svdvals(a.double())
+    if s.numel() == 0:
+        return float("nan")
+    smin = float(s.min())
+    return math.inf if smin == 0.0 else float(s.max()) / smin
+
+
+def gram_condition(a: torch.Tensor, alpha: float = 0.0) -> float:
+    """Condition number of the Gram matrix a ridge solve on `a` factorises: `AᵀA + αI` on the smaller side."""
+    s = torch.linalg.svdvals(a.double())
+    if s.numel() == 0:
+        return float("nan")
+    # svdvals gives the min(n, d) singular values: the eigenvalues of the smaller Gram are their squares.
+    lo, hi = float(s.min()) ** 2, float(s.max()) ** 2
+    lo, hi = lo + alpha, hi + alpha
+    return math.inf if lo == 0.0 else hi / lo
+
+
+def relative_error(b: torch.Tensor, target: torch.Tensor) -> float:
+    """‖B − T‖_F / ‖T‖_F (float64)."""
+    b, target = b.double(), target.double()
+    return float(torch.linalg.norm(b - target) / torch.linalg.norm(target).clamp_min(1e-300))
+
+
+def penrose_residuals(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """How far B is from A⁺, condition by condition (all zero iff B = A⁺), each relative:
+
+        p1 = ‖ABA − A‖/‖A‖,  p2 = ‖BAB − B‖/‖B‖,  p3 = ‖(AB)ᵀ − AB‖/‖AB‖,  p4 = ‖(BA)ᵀ − BA‖/‖BA‖
+    """
+    a, b = a.double(), b.double()
+    ab, ba = a @ b, b @ a
+
+    def rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+        return float(torch.linalg.norm(x) / torch.linalg.norm(ref).clamp_min(1e-300))
+
+    return {"p1": rel(ab @ a - a, a), "p2": rel(ba @ b - b, b),
+            "p3": rel(ab.T - ab, ab), "p4": rel(ba.T - ba, ba)}
+
+
+def data_weighted_inverse(w: torch.Tensor, sigma: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+    """`ΣWᵀ(WΣWᵀ)⁻¹`: the fixed point of recirculation's feedback update under input covariance Σ.
+
+    W is out × in, Σ is in × in; with Σ = I this is W⁺ for a full-row-rank W. Solved by Cholesky
+    on `WΣWᵀ` (out × out), never by an explicit inverse.
+    """
+    w, sigma = w.double(), sigma.double()
+    sw = sigma @ w.T  # in × out
+    return _ridge_solve(w @ sw, sw.T, alpha).T
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as flat vectors (nan if either is zero)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    na, nb = torch.linalg.norm(a), torch.linalg.norm(b)
+    if float(na) == 0.0 or float(nb) == 0.0:
+        return float("nan")
+    cos = float((a @ b) / (na * nb))
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))

@@ -1,0 +1,78 @@
+"""The shared linear algebra: pseudo-inverses against torch.linalg.pinv, Penrose residuals, the
+data-weighted inverse and angles."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from plasticity import linalg
+
+
+def _matrix(n: int, d: int, rank: int | None = None, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if rank is None:
+        return torch.randn(n, d, generator=g, dtype=dtype)
+    return torch.randn(n, rank, generator=g, dtype=dtype) @ torch.randn(rank, d, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("shape,rank", [((50, 20), None), ((20, 50), None), ((40, 30), 10), ((30, 40), 5)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 2e-3)])
+def test_pinv_and_lstsq_match_torch(shape, rank, dtype, tol):
+    a = _matrix(*shape, rank=rank, dtype=dtype)
+    b = _matrix(shape[0], 7, dtype=dtype, seed=1)
+    reference = torch.linalg.pinv(a.double(), rtol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert linalg.relative_error(linalg.pinv(a), reference) < tol
+    assert linalg.relative_error(linalg.lstsq(a, b), reference @ b.double()) < tol
+
+
+@pytest.mark.parametrize("shape", [(60, 20), (20, 60)])
+def test_ridge_tends_to_pinv_and_equals_the_normal_equations(shape):
+    a = _matrix(*shape)
+    assert linalg.relative_error(linalg.pinv(a, alpha=1e-10), torch.linalg.pinv(a)) < 1e-8
+    alpha = 3.0
+    n, d = shape
+    explicit = torch.linalg.solve(a.T @ a + alpha * torch.eye(d, dtype=a.dtype), a.T)
+    assert linalg.relative_error(linalg.pinv(a, alpha=alpha), explicit) < 1e-10
+    b = _matrix(n, 4, seed=2)
+    assert linalg.relative_error(linalg.lstsq(a, b, alpha=alpha), explicit @ b) < 1e-10
+
+
+def test_ridge_on_a_singular_gram_stays_finite():
+    a = _matrix(40, 30, rank=3)
+    out = linalg.pinv(a, alpha=1e-30)
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="non-negative"):
+        linalg.pinv(a, alpha=-1.0)
+
+
+def test_penrose_residuals_vanish_for_pinv_and_not_for_the_transpose():
+    for a in (_matrix(30, 50), _matrix(50, 30, rank=8)):
+        exact = linalg.penrose_residuals(a, torch.linalg.pinv(a))
+        assert max(exact.values()) < 1e-10
+        wrong = linalg.penrose_residuals(a, a.T)
+        assert wrong["p1"] > 0.1 and wrong["p2"] > 0.1
+
+
+def test_data_weighted_inverse():
+    w = _matrix(10, 30)
+    assert linalg.relative_error(linalg.data_weighted_inverse(w, torch.eye(30, dtype=w.dtype)),
+                                 torch.linalg.pinv(w)) < 1e-10
+    m = _matrix(30, 30, seed=3)
+    sigma = m @ m.T / 30
+    b = linalg.data_weighted_inverse(w, sigma)
+    assert linalg.relative_error(w @ b, torch.eye(10, dtype=w.dtype)) < 1e-10  # still a right inverse
+    assert linalg.relative_error(b, torch.linalg.pinv(w)) > 0.05  # but not the Moore-Penrose one
+
+
+def test_angle_and_conditions():
+    x = torch.tensor([1.0, 0.0])
+    assert linalg.angle(x, torch.tensor([0.0, 2.0])) == pytest.approx(90.0)
+    assert linalg.angle(x, -x) == pytest.approx(180.0)
+    assert math.isnan(linalg.angle(x, torch.zeros(2)))
+    a = torch.diag(torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64))
+    assert linalg.condition_number(a) == pytest.approx(4.0)
+    assert linalg.gram_condition(a) == pytest.approx(16.0)
+    assert linalg.gram_condition(a, alpha=1.0) == pytest.approx(17.0 / 2.0)
+    assert linalg.condition_number(torch.zeros(3, 3)) == math.inf
