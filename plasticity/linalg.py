@@ -124,3 +124,81 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
         return float("nan")
     cos = float((a @ b) / (na * nb))
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+# ---- least squares with an intercept (Expectation Reflection's weight solve) -------------------
+
+#: Rows per chunk when a tall matrix is centred on the fly (bounds the temporary copy).
+CENTRE_CHUNK = 8192
+
+
+def solve_psd(gram: torch.Tensor, rhs: torch.Tensor, alpha: float = 0.0,
+              rcond: float | None = None) -> torch.Tensor:
+    """Solve `(G + αI) X = R` for a symmetric positive semi-definite Gram G, never inverting it.
+
+    α > 0: Cholesky (falling back to the eigen route if the factorisation fails). α = 0: the
+    minimum-norm solution `G⁺R` from a symmetric eigendecomposition, eigenvalues below
+    `rcond·λ_max` treated as zero (default rcond: float64 epsilon times the size).
+    """
+    if alpha < 0:
+        raise ValueError(f"ridge alpha must be non-negative, got {alpha}")
+    if alpha > 0:
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        factor, info = torch.linalg.cholesky_ex(gram + alpha * eye)
+        if int(info) == 0:
+            return torch.cholesky_solve(rhs, factor)
+    evals, evecs = torch.linalg.eigh(gram)
+    evals = evals + alpha
+    cut = (torch.finfo(gram.dtype).eps * gram.shape[-1] if rcond is None else rcond) * evals.max().clamp_min(0)
+    inv = torch.where(evals > cut, 1.0 / evals.clamp_min(torch.finfo(evals.dtype).tiny), torch.zeros_like(evals))
+    return evecs @ (inv[:, None] * (evecs.T @ rhs))
+
+
+def gram_rcond(dtype: torch.dtype, size: int) -> float:
+    """Relative eigenvalue cut-off for a Gram formed in `dtype`: its epsilon times the size."""
+    return torch.finfo(dtype).eps * size
+
+
+def psd_condition(gram: torch.Tensor, alpha: float = 0.0, rcond: float | None = None) -> float:
+    """Condition number of `G + αI` over the eigenvalues `solve_psd` keeps (the system it solves)."""
+    evals = torch.linalg.eigvalsh(gram.double()) + alpha
+    if evals.numel() == 0:
+        return float("nan")
+    top = float(evals.max())
+    cut = (torch.finfo(torch.float64).eps * gram.shape[-1] if rcond is None else rcond) * max(top, 0.0)
+    kept = evals[evals > cut]
+    return float("nan") if kept.numel() == 0 else top / float(kept.min())
+
+
+def affine_lstsq(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.0,
+                 rcond: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least squares with an unpenalised intercept: `W, c = argmin ‖A W + 1cᵀ − B‖² + α‖W‖²`.
+
+    Solved on centred data (`c = mean(B) − mean(A) W`), through the smaller Gram: d × d
+    `(A − μ)ᵀ(A − μ)` accumulated over row chunks for a tall A (no centred copy of the whole
+    matrix, no n × n matrix), or n × n `(A − μ)(A − μ)ᵀ` for a wide one. The Gram is formed in A's
+    dtype and solved in float64 by `solve_psd`; with α = 0 this is the minimum-norm solution, equal
+    to `[A 1]⁺ B` whenever `[A 1]` has full column rank. Returns W (d × k) and c (k) in A's dtype,
+    and the float64 Gram (for condition numbers). The default cut-off for α = 0 is A's dtype
+    epsilon times the Gram's size: a Gram formed in float32 resolves no finer than that.
+    """
+    n, d = a.shape
+    if rcond is None:
+        rcond = gram_rcond(a.dtype, min(n, d))
+    mu = a.mean(dim=0, dtype=torch.float64)
+    nu = b.mean(dim=0, dtype=torch.float64)
+    if d <= n:
+        gram = torch.zeros(d, d, dtype=torch.float64, device=a.device)
+        rhs = torch.zeros(d, b.shape[1], dtype=torch.float64, device=a.device)
+        mu_a, nu_b = mu.to(a.dtype), nu.to(b.dtype)
+        for s in range(0, n, CENTRE_CHUNK):
+            ac = a[s:s + CENTRE_CHUNK] - mu_a
+            gram += (ac.T @ ac).double()
+            rhs += (ac.T @ (b[s:s + CENTRE_CHUNK] - nu_b)).double()
+        w = solve_psd(gram, rhs, alpha, rcond)
+    else:
+        ac = a.double() - mu
+        gram = ac @ ac.T
+        w = ac.T @ solve_psd(gram, b.double() - nu, alpha, rcond)
+    c = nu - mu @ w
+    return w.to(a.dtype), c.to(a.dtype), gram
