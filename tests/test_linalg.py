@@ -76,3 +76,53 @@ def test_angle_and_conditions():
     assert linalg.gram_condition(a) == pytest.approx(16.0)
     assert linalg.gram_condition(a, alpha=1.0) == pytest.approx(17.0 / 2.0)
     assert linalg.condition_number(torch.zeros(3, 3)) == math.inf
+
+
+# ---- least squares with an intercept (ER's weight solve) --------------------------------------
+
+def _with_ones(a: torch.Tensor) -> torch.Tensor:
+    return torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 2e-3)])
+def test_affine_lstsq_is_the_augmented_pseudo_inverse_on_tall_full_rank(dtype, tol, monkeypatch):
+    monkeypatch.setattr(linalg, "CENTRE_CHUNK", 17)  # several chunks: the accumulation is exact
+    a = _matrix(60, 12, dtype=dtype) + 3.0  # an offset the centring must remove
+    b = _matrix(60, 5, dtype=dtype, seed=1)
+    w, c, gram = linalg.affine_lstsq(a, b)
+    expected = torch.linalg.pinv(_with_ones(a).double()) @ b.double()
+    assert linalg.relative_error(torch.cat([w, c[None]]), expected) < tol
+    assert w.dtype == dtype and gram.shape == (12, 12)
+
+
+@pytest.mark.parametrize("shape", [(60, 12), (8, 30)])
+def test_affine_lstsq_ridge_leaves_the_intercept_unpenalised(shape):
+    a, b = _matrix(*shape) + 1.0, _matrix(shape[0], 3, seed=1)
+    alpha = 2.5
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    w_ref = torch.linalg.solve(ac.T @ ac + alpha * torch.eye(shape[1], dtype=a.dtype), ac.T @ bc)
+    w, c, _ = linalg.affine_lstsq(a, b, alpha)
+    assert linalg.relative_error(w, w_ref) < 1e-10
+    assert linalg.relative_error(c, b.mean(0) - a.mean(0) @ w_ref) < 1e-10
+
+
+def test_affine_lstsq_rank_deficient_gives_the_minimum_norm_fit():
+    a = _matrix(50, 10, rank=4) + 0.5
+    a[:, 3] = 7.0  # a constant column: no information beyond the intercept
+    b = _matrix(50, 2, seed=3)
+    w, c, _ = linalg.affine_lstsq(a, b)
+    ac = a - a.mean(0)
+    w_ref = torch.linalg.pinv(ac) @ (b - b.mean(0))
+    assert linalg.relative_error(w, w_ref) < 1e-8
+    assert float(w[3].abs().max()) < 1e-10
+
+
+def test_solve_psd_and_condition():
+    g = torch.diag(torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64))
+    r = torch.ones(3, 1, dtype=torch.float64)
+    assert torch.allclose(linalg.solve_psd(g, r), torch.tensor([[0.25], [1.0], [0.0]], dtype=torch.float64))
+    assert torch.allclose(linalg.solve_psd(g, r, alpha=1.0), torch.tensor([[0.2], [0.5], [1.0]], dtype=torch.float64))
+    assert linalg.psd_condition(g) == pytest.approx(4.0)  # the zero eigenvalue is cut, as in the solve
+    assert linalg.psd_condition(g, alpha=1.0) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="alpha"):
+        linalg.solve_psd(g, r, alpha=-1.0)

@@ -1,0 +1,174 @@
+"""Expectation Reflection: the closed-form single-layer solve, Algorithms 1 and 2, mini-batch
+stability, the conformance kit for every variant, and what ER refuses."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+import torch
+
+from plasticity import MLP, registry
+from plasticity.engine import evaluate
+from plasticity.errors import ConfigError
+from plasticity.testing import assert_conformant, make_rule
+
+CPU = torch.device("cpu")
+ER = registry.get_rule("er")
+
+
+def digits(hidden: tuple[int, ...], dtype=torch.float64):
+    task_cls = registry.get_task("digits")
+    task = task_cls(task_cls.Params(hidden=hidden))
+    return task, task.data(CPU, dtype)
+
+
+def er_on_digits(hidden: tuple[int, ...], dtype=torch.float64, seed: int = 0, **params):
+    task, data = digits(hidden, dtype)
+    net = task.build_network(data.n_inputs, data.n_classes, torch.Generator().manual_seed(seed)).to(dtype=dtype)
+    return ER(net, ER.Params(**params), None, torch.Generator().manual_seed(seed)), data
+
+
+def full_batch_accuracies(rule, data, updates: int) -> list[float]:
+    out = []
+    for _ in range(updates):
+        rule.update(data.train.x, data.train.y)
+        out.append(evaluate(rule.net, data.test)[0])
+    return out
+
+
+def test_single_layer_update_is_the_pseudo_inverse_regression():
+    """One full-batch update with η = 1, α = 0 sets [W b] = [X 1]⁺ H_new, H_new = Ŷ ⊙ H / tanh(H)."""
+    rule, data = er_on_digits((), eta=1.0, alpha=0.0)
+    x, y = data.train.x, data.train.y
+    layer = rule.net.layers[0]
+    with torch.no_grad():
+        h = layer(x)
+    target = 2 * torch.nn.functional.one_hot(y, 10).double() - 1
+    h_new = target * h / torch.tanh(h)
+    x1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    rule.update(x, y)
+    with torch.no_grad():
+        fitted = layer(x)
+    expected = x1 @ torch.linalg.pinv(x1, rtol=1e-10) @ h_new  # the projection of H_new onto [X 1]'s columns
+    assert torch.allclose(fitted, expected, atol=1e-8 * float(expected.abs().max()))
+
+
+def test_single_layer_er_near_logistic_regression_within_3_updates():
+    from sklearn.linear_model import LogisticRegression
+    rule, data = er_on_digits((), eta=1.0, alpha=0.0)
+    reference = LogisticRegression(max_iter=5000).fit(data.train.x.numpy(), data.train.y.numpy())
+    lr_acc = reference.score(data.test.x.numpy(), data.test.y.numpy())
+    accs = full_batch_accuracies(rule, data, 3)
+    # Measured on this split: LR 96.9 %, ER 93.1 / 94.2 / 94.7 % (a least-squares classifier
+    # with reflected targets): 2.2 points short after 3 updates, 1.9 after 4 (see the report).
+    assert max(accs) >= lr_acc - 0.025, (accs, lr_acc)
+    assert accs[2] > accs[0], f"the reflection iterations should improve on the first regression: {accs}"
+
+
+def test_float32_matches_float64():
+    acc64 = full_batch_accuracies(*er_on_digits((64,), torch.float64, eta=1.0, alpha=0.0), 2)
+    acc32 = full_batch_accuracies(*er_on_digits((64,), torch.float32, eta=1.0, alpha=0.0), 2)
+    assert max(abs(a - b) for a, b in zip(acc32, acc64)) <= 0.015, (acc32, acc64)
+    assert min(acc32) > 0.9
+
+
+def test_algorithm_2_at_least_as_good_as_algorithm_1():
+    seq = full_batch_accuracies(*er_on_digits((64,), algorithm="sequential", eta=1.0, alpha=0.0), 3)
+    sim = full_batch_accuracies(*er_on_digits((64,), algorithm="simultaneous", eta=1.0, alpha=0.0), 3)
+    assert seq[0] > 0.9, f"Algorithm 2 after one full-batch update: {seq[0]:.3f}"
+    assert min(seq) >= max(sim), f"sequential {seq} vs simultaneous {sim}"
+
+
+@pytest.mark.parametrize("batch", [16, 128])
+def test_minibatch_er_stays_finite_across_its_grid(batch):
+    task, data = digits((64,), torch.float32)
+    n = len(data.train)
+    for eta in (0.1, 1.0):
+        for alpha in (0.0, 0.1, 1.0):
+            net = task.build_network(data.n_inputs, 10, torch.Generator().manual_seed(0))
+            rule = ER(net, ER.Params(eta=eta, alpha=alpha), None, torch.Generator())
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+            for start in range(0, 2 * n, batch):
+                idx = perm[torch.arange(start, start + batch) % n]
+                loss = rule.update(data.train.x[idx], data.train.y[idx])["loss"]
+            finite = all(bool(torch.isfinite(p).all()) for p in net.parameters()) and torch.isfinite(loss)
+            assert finite, f"eta={eta}, alpha={alpha}, batch={batch}: non-finite weights or loss"
+            assert evaluate(net, data.test)[0] > 0.5, f"eta={eta}, alpha={alpha}, batch={batch} learns nothing"
+
+
+def test_default_minibatch_learns_digits():
+    """The defaults run in the quick suite: batch 32, 64 tanh hidden units."""
+    rule, data = er_on_digits((64,), torch.float32)
+    n, g = len(data.train), torch.Generator().manual_seed(0)
+    for _ in range(3):
+        perm = torch.randperm(n, generator=g)
+        for start in range(0, n, 32):
+            idx = perm[start:start + 32]
+            rule.update(data.train.x[idx], data.train.y[idx])
+    assert evaluate(rule.net, data.test)[0] > 0.9
+
+
+def test_stop_on_rise_undoes_the_rising_update_and_freezes():
+    rule, data = er_on_digits((64,), eta=1.0, alpha=0.0, stop_on_rise=True)
+    x, y = data.train.x[:64], data.train.y[:64]
+    for i in range(30):  # small batches, η = 1: the training error soon rises
+        rule.update(data.train.x[32 * i:32 * i + 32], data.train.y[32 * i:32 * i + 32])
+        if rule.stopped:
+            break
+    assert rule.stopped
+    frozen = [p.clone() for p in rule.net.parameters()]
+    rule.update(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, rule.net.parameters()))
+    assert rule.diagnostics()["stopped"] == 1.0
+
+
+def test_diagnostics_per_layer_gram_condition_and_guarded_share():
+    rule, data = er_on_digits((64,), alpha=0.1)
+    assert rule.diagnostics() == {}
+    rule.update(data.train.x[:100], data.train.y[:100])
+    d = rule.diagnostics()
+    assert set(d) == {"L1.gram_cond", "L2.gram_cond", "guarded_share"}
+    assert all(1.0 <= d[k] < 1e6 for k in ("L1.gram_cond", "L2.gram_cond"))
+    assert 0.0 <= d["guarded_share"] <= 1.0
+    # a large guard guards every entry: the ratio falls back to its limit 1 (H_new = Ŷ at the output)
+    big, data = er_on_digits((64,), alpha=0.1, guard=2.0)
+    big.update(data.train.x[:100], data.train.y[:100])
+    assert big.diagnostics()["guarded_share"] == 1.0
+
+
+def test_non_invertible_hidden_activation_is_rejected():
+    net = MLP([20, 32, 3], hidden_activation="relu")
+    with pytest.raises(ConfigError, match="invertible hidden activation.*'relu'.*supported: 'tanh'"):
+        ER(net, ER.Params(), None, torch.Generator())
+    ER(MLP([20, 3], hidden_activation="relu"), ER.Params(), None, torch.Generator())  # no hidden layer: fine
+
+
+@pytest.mark.parametrize("bad", [{"eta": 0.0}, {"eta": 1.5}, {"alpha": -1.0}, {"guard": -0.1}])
+def test_bad_params_rejected(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ER.Params(**bad)
+
+
+VARIANTS = {
+    "simultaneous": {"algorithm": "simultaneous"},
+    "full_batch_form": {"eta": 1.0, "alpha": 0.0},
+    "stop_on_rise": {"stop_on_rise": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_is_conformant(variant):
+    """The kit's checks run a rule by name with its default Params: register each variant as one."""
+    params = dataclasses.replace(ER.Params(), **VARIANTS[variant])
+    hints = typing.get_type_hints(ER.Params)
+    cls = type(f"ER_{variant}", (ER,), {"Params": dataclasses.make_dataclass(
+        "Params", [(f.name, hints[f.name], dataclasses.field(default=getattr(params, f.name)))
+                   for f in dataclasses.fields(params)], bases=(ER.Params,), frozen=True)})
+    name = f"test_er_{variant}"
+    registry.register("rule", name, cls)
+    try:
+        assert make_rule(name).params == cls.Params()
+        assert_conformant(name)
+    finally:
+        registry._unregister("rule", name)
