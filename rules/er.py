@@ -126,6 +126,8 @@ class ExpectationReflection(LearningRule):
         target = 2 * F.one_hot(y, self.net.sizes[-1]).to(x.dtype) - 1
         trace = self.net.forward_trace(x)
         loss = (target - torch.tanh(trace.h[-1])).pow(2).mean()
+        if not torch.isfinite(loss):  # diverged: report it to the engine; pseudo-inverses of NaN would raise
+            return {"loss": loss}
         if self.params.stop_on_rise and self._check_rise(loss):
             return {"loss": torch.as_tensor(self._previous[0], dtype=loss.dtype, device=loss.device)}
         self._guarded = torch.zeros((), device=x.device)
