@@ -27,6 +27,9 @@ With one layer, η = 1, α = 0 and a full batch of full column rank this is the 
 - `stop_on_rise` (full batch): when the batch's mean squared error `(Ŷ − Y)²` is higher than at the
   previous update, the last update is undone and the rule stops changing the weights (the authors'
   older code stops when the error stops falling).
+- With α = 0 the Gram's eigenvalues below `eps·size·λ_max` are dropped (a Gram formed in float32
+  resolves no finer): in float32 a truncated pseudo-inverse, in float64 practically the exact one.
+  On MNIST 784-1024-10 float64 scored 0.2–0.3 points above float32 over the first 3 updates.
 - `W_l⁺` is the exact (SVD) pseudo-inverse of the small weight matrix.
 - The network's output layer stays linear (logits = H_L): argmax H = argmax tanh(H), so the
   engine's accuracy is ER's. The returned loss, `mean((Ŷ − tanh H_L)²)` before the update, is
