@@ -7,7 +7,7 @@
     dtype = "float32"                   # or "float64"
     rules = "all"                       # every registered rule with its defaults, or [[rules]] below
 
-    [budget]                            # overrides the task's default; whichever ends first
+    [budget]                            # replaces the task's default; whichever limit ends first
     epochs = 5                          # also: updates = N, seconds = S
 
     [evaluation]
@@ -197,9 +197,10 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         t_where = f"{where}: tasks[{ti}]"
         _check_keys(t, COMPONENT_KEYS | {"budget"}, t_where)
         task_cls = registry.get_task(_name(t, t_where), t_where)
-        task_budget = dict(task_cls.budget)
-        task_budget.update(budget)
-        task_budget.update(_budget(t.get("budget", {}), f"{t_where}.budget"))
+        # The most specific budget given replaces the others whole (a task entry's, else the
+        # suite's, else the task's default): merging key by key would let a default `epochs`
+        # silently cut short a suite that asked for `updates`.
+        task_budget = (_budget(t.get("budget", {}), f"{t_where}.budget") or budget or dict(task_cls.budget))
         task_budget = {k: task_budget.get(k) for k in BUDGET_KEYS}
         if all(v is None for v in task_budget.values()):
             raise ConfigError(f"{t_where}: no budget: set updates, epochs or seconds")

@@ -47,9 +47,15 @@ def test_rules_all_uses_every_registered_rule():
     assert {c.rule.name for c in suite.cells} == set(registry.names("rule"))
 
 
-def test_budget_merges_task_default_with_suite():
+def test_budget_replaces_the_task_default_whole():
+    # digits' default is 20 epochs: a suite asking for 7 updates must not inherit that cap
     suite = parse_suite('[budget]\nupdates = 7\n' + BASE + '[[rules]]\nname = "bp"\n')
-    assert suite.cells[0].budget == {"updates": 7, "epochs": 20, "seconds": None}
+    assert suite.cells[0].budget == {"updates": 7, "epochs": None, "seconds": None}
+    # and a task entry's own budget replaces the suite's
+    per_task = BASE.replace('name = "digits"', 'name = "digits"\nbudget = { seconds = 5 }', 1)
+    suite = parse_suite('[budget]\nupdates = 7\n' + per_task + '[[rules]]\nname = "bp"\n')
+    assert suite.cells[0].budget == {"updates": None, "epochs": None, "seconds": 5}
+    assert parse_suite(BASE + '[[rules]]\nname = "bp"\n').cells[0].budget["epochs"] == 20
 
 
 def test_malformed_toml_names_the_line(tmp_path):
