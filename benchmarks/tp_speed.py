@@ -20,7 +20,7 @@ from plasticity.engine import resolve_device
 from plasticity.params import make_params
 
 ARCHS = {"mnist": [784, 256, 256, 256, 256, 256, 10], "cifar10": [3072, 1024, 1024, 1024, 10]}
-RULES = [("bp", {}), ("dtp", {}), ("dtp", {"schedule": "parallel"}), ("tp", {})]
+RULES = [("bp", {}), ("dtp", {}), ("dtp", {"schedule": "parallel"}), ("tp", {}), ("ddtp-linear", {})]
 
 
 def build(name: str, values: dict, sizes: list[int], device: torch.device):
