@@ -129,6 +129,8 @@ class GOFAU(Optimizer):
         if mult:
             if normalised:
                 scaled = directions
+            elif group["eta_in"] == 1.0:  # one pass fewer for the default
+                scaled = torch._foreach_tanh(directions)
             else:
                 scaled = torch._foreach_mul(directions, group["eta_in"])
                 torch._foreach_tanh_(scaled)

@@ -169,7 +169,7 @@ def test_closure_is_evaluated_and_its_loss_returned():
         return loss
     first = opt.step(closure)
     second = opt.step(closure)
-    assert float(second) < float(first)
+    assert float(second.detach()) < float(first.detach())
 
 
 def test_param_groups_keep_their_own_settings():
