@@ -263,3 +263,19 @@ def test_cnn_task_subsets(real_data_dir):
     data = task.data(torch.device("cpu"), torch.float32)
     assert (len(data.train), len(data.val), len(data.test), data.n_inputs) == (3000, 1000, 500, 3072)
     assert len(set(data.train.y.tolist())) == 10
+
+
+def test_report_grid_groups_split_by_optimizer_when_each_has_a_grid():
+    """A robustness grid under several update rules gives one heatmap group per update rule."""
+    import pandas as pd
+
+    from plasticity.report.tables import grid_groups
+    rows = [{"rule": "bp", "optimizer": o, "variant": f"bp + {o}(lr={lr}) [init_scale={s}]",
+             "grid": {"optimizer.lr": lr, "task.init_scale": s}}
+            for o in ("sgd", "hybrid-sgd") for lr in (0.01, 0.1) for s in (0.1, 1.0)]
+    groups = grid_groups(pd.DataFrame(rows))
+    assert [(g.rule, g.dims) for g in groups] == [("bp + sgd", ["optimizer.lr", "task.init_scale"]),
+                                                  ("bp + hybrid-sgd", ["optimizer.lr", "task.init_scale"])]
+    plain = pd.DataFrame([{"rule": "bp", "optimizer": o, "variant": f"bp + {o}", "grid": {}}
+                          for o in ("sgd", "adam")])
+    assert [(g.rule, g.dims) for g in grid_groups(plain)] == [("bp", ["optimizer"])]
