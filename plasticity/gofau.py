@@ -73,17 +73,21 @@ class GOFAU(Optimizer):
         _check(0 <= gamma <= 1, f"gamma must lie in [0, 1], got {gamma}")
         _check(gamma_patience >= 0, f"gamma_patience must be non-negative, got {gamma_patience}")
         _check(0 < gamma_decay <= 1, f"gamma_decay must lie in (0, 1], got {gamma_decay}")
-        if update != "additive":
-            out = defaults["lr"] if eta_out is None else eta_out
-            # |η_out tanh(·)| < 1 is what keeps every sign: θ(1 ∓ η_out tanh) never crosses 0.
-            _check(0 < out < 1, f"eta_out must lie in (0, 1) so that a multiplicative step keeps the "
-                                f"weight's sign, got {out}" + (" (eta_out defaults to lr)" if eta_out is None else ""))
         defaults = {**defaults, "update": update, "eta_in": eta_in, "eta_out": eta_out, "gamma": gamma,
                     "gamma_schedule": gamma_schedule, "gamma_patience": gamma_patience,
                     "gamma_decay": gamma_decay}
         super().__init__(params, defaults)
         self._steps = 0  # optimizer steps taken: the clock of the γ schedules
         self._gamma_generator = torch.Generator().manual_seed(seed)  # CPU: no device sync per draw
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["update"] != "additive":  # checked per group: a group may set its own rates
+            out = group["lr"] if group["eta_out"] is None else group["eta_out"]
+            # |η_out tanh(·)| < 1 is what keeps every sign: θ(1 ∓ η_out tanh) never crosses 0.
+            _check(0 < out < 1, f"eta_out must lie in (0, 1) so that a multiplicative step keeps the weight's "
+                                f"sign, got {out}" + (" (eta_out defaults to lr)" if group["eta_out"] is None else ""))
 
     # ---- the update rule ξ -----------------------------------------------------------------
 

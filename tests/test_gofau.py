@@ -181,6 +181,8 @@ def test_param_groups_keep_their_own_settings():
     first = (net[0].weight - before[0]).abs().max() / before[0].abs().max()
     last = (net[2].weight - before[2]).abs().max() / before[2].abs().max()
     assert first > 5 * last
+    with pytest.raises(ValueError, match=r"eta_out must lie in \(0, 1\).*got 2.0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "lr": 2.0})
 
 
 @pytest.mark.parametrize("name,values,message", [
