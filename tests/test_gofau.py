@@ -281,3 +281,15 @@ def test_report_grid_groups_split_by_optimizer_when_each_has_a_grid():
     plain = pd.DataFrame([{"rule": "bp", "optimizer": o, "variant": f"bp + {o}", "grid": {}}
                           for o in ("sgd", "adam")])
     assert [(g.rule, g.dims) for g in grid_groups(plain)] == [("bp", ["optimizer"])]
+
+
+def test_engine_composes_a_rule_with_a_gofau_optimizer_and_a_schedule(tmp_path):
+    from plasticity.engine import run_cell
+    from plasticity.suite import parse_suite
+    registry.load_plugins()
+    suite = parse_suite('[budget]\nupdates = 40\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
+                        'optimizers = [{ name = "hybrid-sgd", params = { lr = 0.05, momentum = 0.9 }, '
+                        'schedule = "cosine" }]\n')
+    final = run_cell(suite.cells[0], tmp_path, torch.device("cpu"), {})
+    assert final["status"] == "complete" and final["updates"] == 40
+    assert final["val_accuracy"] > 0.6  # chance is 0.1
