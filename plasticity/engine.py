@@ -57,14 +57,23 @@ def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:
 
 @torch.no_grad()
 def evaluate(net: torch.nn.Module, split: Split) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of the network's outputs on a split (non-finite rows count wrong)."""
+    """Accuracy and mean cross-entropy of the network's outputs on a split (non-finite rows count wrong).
+
+    The network is in eval mode meanwhile (batch-norm uses its running statistics and does not
+    update them; dropout is off) and back in its previous mode after.
+    """
     correct, loss_sum = 0, 0.0
-    for start in range(0, len(split), EVAL_CHUNK):
-        x, y = split.x[start:start + EVAL_CHUNK], split.y[start:start + EVAL_CHUNK]
-        out = net(x)
-        finite = torch.isfinite(out).all(dim=1)
-        correct += int(((out.argmax(dim=1) == y) & finite).sum())
-        loss_sum += float(torch.nn.functional.cross_entropy(out.double(), y, reduction="sum"))
+    was_training = net.training
+    net.eval()
+    try:
+        for start in range(0, len(split), EVAL_CHUNK):
+            x, y = split.x[start:start + EVAL_CHUNK], split.y[start:start + EVAL_CHUNK]
+            out = net(x)
+            finite = torch.isfinite(out).all(dim=1)
+            correct += int(((out.argmax(dim=1) == y) & finite).sum())
+            loss_sum += float(torch.nn.functional.cross_entropy(out.double(), y, reduction="sum"))
+    finally:
+        net.train(was_training)
     return correct / len(split), loss_sum / len(split)
 
 

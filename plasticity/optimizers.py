@@ -132,3 +132,125 @@ def build_optimizer(name: str, values: dict[str, Any] | None,
     """The registered optimizer `name` with `values`, over `parameters` (outside suites too)."""
     spec = get_optimizer(name)
     return spec.build(parameters, make_params(spec.Params, values, f"optimizer '{name}'"))
+
+
+# ---- GOFAU: the multiplicative and hybrid variants of each (see plasticity/gofau.py) -------------
+
+from . import gofau as _gofau  # noqa: E402  (kept beside the specs that use it)
+from .params import as_dict  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _MultiplicativeParams:
+    """Parameters of the multiplicative term θ ← θ − η_out |θ| tanh(η_in m·l)."""
+    eta_in: float = 1.0
+    eta_out: float | None = None  # None: the same as lr (the authors' default)
+
+
+@dataclass(frozen=True)
+class _HybridParams(_MultiplicativeParams):
+    """Parameters of the hybrid blend γ·multiplicative + (1 − γ)·additive and of γ's schedule."""
+    gamma: float = 0.5
+    gamma_schedule: _gofau.GammaSchedule = "constant"
+    gamma_patience: int = 0
+    gamma_decay: float = 0.999
+    seed: int | None = None  # of the random γ schedule; None: drawn from torch's seeded global RNG
+
+
+def _gofau_kwargs(p: Any, draw_seed: bool = True) -> dict[str, Any]:
+    """A GOFAU Params instance as keyword arguments of its optimizer class."""
+    values = as_dict(p)
+    if "beta1" in values:
+        values["betas"] = (values.pop("beta1"), values.pop("beta2"))
+    if "seed" in values and values["seed"] is None:
+        # The engine seeds torch per cell before it builds the optimizer, so this is per cell too;
+        # the global RNG is touched only where a random γ schedule needs it.
+        values["seed"] = (int(torch.randint(2**62, ())) if draw_seed and values["gamma_schedule"] == "random"
+                          else 0)
+    return values
+
+
+class _GofauParamsCheck:
+    """Mixin: validate a GOFAU Params by building its optimizer on a dummy tensor, so that a
+    suite file fails before any cell runs and the checks live in one place (the optimizer)."""
+    _optimizer: ClassVar[type]
+
+    def _check_gofau(self) -> None:
+        self._optimizer([torch.zeros(1)], **_gofau_kwargs(self, draw_seed=False))
+
+
+class _GofauSpec(OptimizerSpec):
+    @classmethod
+    def build(cls, parameters, p):  # type: ignore[override]
+        return p._optimizer(parameters, **_gofau_kwargs(p))
+
+
+def _gofau_sgd_params(optimizer: type, mode_params: type) -> type:
+    @dataclass(frozen=True)
+    class Params(_GofauParamsCheck, mode_params, SGD.Params):
+        tanh_momentum: bool = False
+        _optimizer: ClassVar[type] = optimizer
+
+        def __post_init__(self) -> None:
+            SGD.Params.__post_init__(self)
+            self._check_gofau()
+    return Params
+
+
+def _gofau_params(base: type, optimizer: type, mode_params: type) -> type:
+    @dataclass(frozen=True)
+    class Params(_GofauParamsCheck, mode_params, base):
+        _optimizer: ClassVar[type] = optimizer
+
+        def __post_init__(self) -> None:
+            base.__post_init__(self)
+            self._check_gofau()
+    return Params
+
+
+@register_optimizer("mult-sgd")
+class MultSGD(_GofauSpec):
+    """GOFAU multiplicative SGD: θ ← θ − η_out |θ| tanh(η_in m), m the gradient or its momentum."""
+    Params = _gofau_sgd_params(_gofau.MultSGD, _MultiplicativeParams)
+
+
+@register_optimizer("hybrid-sgd")
+class HybridSGD(_GofauSpec):
+    """GOFAU hybrid SGD: γ × the multiplicative step + (1 − γ) × the additive step."""
+    Params = _gofau_sgd_params(_gofau.HybridSGD, _HybridParams)
+
+
+@register_optimizer("mult-adam")
+class MultAdam(_GofauSpec):
+    """GOFAU multiplicative Adam: θ ← θ − η_out |θ| tanh(η_in m̂/(√v̂ + ε))."""
+    Params = _gofau_params(Adam.Params, _gofau.MultAdam, _MultiplicativeParams)
+
+
+@register_optimizer("hybrid-adam")
+class HybridAdam(_GofauSpec):
+    """GOFAU hybrid Adam: γ × the multiplicative step + (1 − γ) × Adam's step."""
+    Params = _gofau_params(Adam.Params, _gofau.HybridAdam, _HybridParams)
+
+
+@register_optimizer("mult-adagrad")
+class MultAdagrad(_GofauSpec):
+    """GOFAU multiplicative Adagrad: θ ← θ − η_out |θ| tanh(η_in g/(√Σg² + ε))."""
+    Params = _gofau_params(Adagrad.Params, _gofau.MultAdagrad, _MultiplicativeParams)
+
+
+@register_optimizer("hybrid-adagrad")
+class HybridAdagrad(_GofauSpec):
+    """GOFAU hybrid Adagrad: γ × the multiplicative step + (1 − γ) × Adagrad's step."""
+    Params = _gofau_params(Adagrad.Params, _gofau.HybridAdagrad, _HybridParams)
+
+
+@register_optimizer("mult-rmsprop")
+class MultRMSprop(_GofauSpec):
+    """GOFAU multiplicative RMSprop: θ ← θ − η_out |θ| tanh(η_in g/(√v + ε))."""
+    Params = _gofau_params(RMSprop.Params, _gofau.MultRMSprop, _MultiplicativeParams)
+
+
+@register_optimizer("hybrid-rmsprop")
+class HybridRMSprop(_GofauSpec):
+    """GOFAU hybrid RMSprop: γ × the multiplicative step + (1 − γ) × RMSprop's step."""
+    Params = _gofau_params(RMSprop.Params, _gofau.HybridRMSprop, _HybridParams)

@@ -30,6 +30,7 @@ METHOD_NOTE = (
     "validation data at evaluation points; final figures are on test data."
 )
 DASH = "—"
+MAX_CURVE_VARIANTS = 24  # more variants than this get no learning-curve figure (a grid study)
 
 
 # ---- number formatting -------------------------------------------------------------------
@@ -227,13 +228,18 @@ def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFram
                            "mean ± 95 % CI. Published errors are converted to accuracy as 100 − error.",
                       class_="note")]
     parts.append(tag("h3", "Learning curves"))
-    curve_uri = figures.learning_curves(curves[curves["cell_id"].isin(finished_ids)], order, colors,
-                                        [float(t) for t in thresholds])
-    parts.append(figure(curve_uri, f"learning curves for {task}",
-                        "Validation accuracy of finished cells. Left: against weight updates (line: mean "
-                        "over seeds present at that update; band: min–max). Right: against training "
-                        "seconds, one line per seed. Dotted lines: the task's thresholds.")
-                 if curve_uri else tag("p", "No evaluations to plot.", class_="note"))
+    if len(order) > MAX_CURVE_VARIANTS:  # a large grid: one line per variant would be unreadable
+        parts.append(tag("p", f"{len(order)} variants: too many for one plot of learning curves (at most "
+                              f"{MAX_CURVE_VARIANTS}); see the summary, the grid heatmaps below, and the "
+                              f"evaluations in runs/.", class_="note"))
+    else:
+        curve_uri = figures.learning_curves(curves[curves["cell_id"].isin(finished_ids)], order, colors,
+                                            [float(t) for t in thresholds])
+        parts.append(figure(curve_uri, f"learning curves for {task}",
+                            "Validation accuracy of finished cells. Left: against weight updates (line: mean "
+                            "over seeds present at that update; band: min–max). Right: against training "
+                            "seconds, one line per seed. Dotted lines: the task's thresholds.")
+                     if curve_uri else tag("p", "No evaluations to plot.", class_="note"))
     parts += [tag("h3", "Stability"), stability_table(cells, order)]
     spread = figures.seed_spread(cells, order, colors)
     parts.append(figure(spread, f"seed spread for {task}", "Each dot is one complete seed's final test "

@@ -203,25 +203,35 @@ def per_layer_frame(cells: Iterable[CellRecord], field: str) -> pd.DataFrame:
 
 @dataclass
 class GridGroup:
-    """The cells of one rule on one task whose grid has at least two points."""
-    rule: str
+    """The cells of one rule (or one rule + optimizer) on one task whose grid has at least two points."""
+    rule: str                # the title: "bp", or "bp + hybrid-sgd" when split by optimizer
     dims: list[str]          # grid parameters that vary inside this group (may include "optimizer")
     cells: pd.DataFrame      # with one column per dim
 
 
 def grid_groups(task_cells: pd.DataFrame) -> list[GridGroup]:
-    """Group a task's cells by rule; keep groups whose grid has >= 2 points."""
+    """Group a task's cells by rule; keep groups whose grid has >= 2 points.
+
+    When a rule runs under several optimizers that each have a grid of their own (a robustness
+    study: additive against multiplicative against hybrid), each optimizer gets its own group,
+    titled "rule + optimizer"; otherwise the optimizer is one more grid dimension.
+    """
     groups = []
     for rule, sub in task_cells.groupby("rule", sort=True):
         sub = sub.copy()
         keys = sorted({k for g in sub["grid"] for k in g})
         for key in keys:
             sub[key] = [g.get(key) for g in sub["grid"]]
-        # The optimizer is a grid dimension too when one rule runs under several.
-        candidates = (["optimizer"] if sub["optimizer"].nunique() > 1 else []) + keys
-        dims = [k for k in candidates if sub[k].map(repr).nunique() > 1]
-        if dims and sub["variant"].nunique() >= 2:
-            groups.append(GridGroup(str(rule), dims, sub))
+        per_optimizer = [(str(o), osub) for o, osub in sub.groupby("optimizer", sort=False)]
+        if len(per_optimizer) > 1 and all(osub["variant"].nunique() >= 2 for _, osub in per_optimizer):
+            parts = [(f"{rule} + {o}", osub, keys) for o, osub in per_optimizer]
+        else:
+            # The optimizer is a grid dimension too when one rule runs under several.
+            parts = [(str(rule), sub, (["optimizer"] if sub["optimizer"].nunique() > 1 else []) + keys)]
+        for title, psub, candidates in parts:
+            dims = [k for k in candidates if psub[k].map(repr).nunique() > 1]
+            if dims and psub["variant"].nunique() >= 2:
+                groups.append(GridGroup(title, dims, psub))
     return groups
 
 
