@@ -138,7 +138,9 @@ def _complete_files(runs: Path) -> dict[str, str]:
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path, jobs):
     suite = tmp_path / "long.toml"
-    suite.write_text('name = "long"\nseeds = 6\n[budget]\nepochs = 150\n'
+    # a time budget, so that five cells cannot finish in the moment between the first complete
+    # file and the signal even when this machine is busy
+    suite.write_text('name = "long"\nseeds = 6\n[budget]\nseconds = 2.5\n'
                      '[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "plasticity.cli", "run", str(suite), "--out", str(out),
