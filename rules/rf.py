@@ -22,6 +22,11 @@ step per recirculation step (warm-started), makes `feedback_lr` scale-free: the 
 η < 2 whatever the drive's or W's scale. Choice of ours; the poster gives no step size. B_l starts
 as FA's random matrix, so RF begins as feedback alignment and moves toward W⁺.
 
+Fresh noise leaves a floor: for a contracting W the null-space part of each sample, (I − W⁺W)x,
+is uncorrelated with h but not zero, so B jitters around W⁺ by ~sqrt(η / noise_batch) (measured in
+benchmarks/recirculation.py), in W's null space: WB = I and the Penrose conditions 1–3 are met far
+more closely than 4. A fixed white probe set removes the floor (geometric convergence).
+
 "pinv-feedback" recomputes B_l = W_l⁺ (plasticity.linalg.pinv; `ridge` > 0 takes the Cholesky
 route, 0 an exact SVD) before every `refresh_every`-th update: the learned inverse's upper bound.
 """
