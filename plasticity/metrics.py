@@ -10,7 +10,7 @@ For every `FeedbackPair` a rule's `feedback()` returns (layer l: forward W, feed
   probe batch: recirculation driven by activity sees the uncentred activity, and its fixed point
   is this B*. Alignment pairs (target Wᵀ or None) skip these: B is not meant to invert W.
 
-For every `gradient_like` rule: `L{l}.grad_angle` and `grad_angle`, the angle between the rule's
+For every `gradient_like` rule that defines `credit()`: `L{l}.grad_angle` and `grad_angle`, the angle between the rule's
 credit (the `.grad` its `credit()` writes on the probe batch, weight and bias of layer l) and the
 true gradient of the rule's loss (`params.loss`, cross-entropy if it declares none) by autograd
 on the same batch; the overall angle concatenates all parameters. Backprop gives 0.
@@ -48,9 +48,14 @@ class Probe:
         return cls(train.x[idx], train.y[idx])
 
 
+def has_credit(rule: LearningRule) -> bool:
+    """A gradient-like rule that defines `credit()` (a rule may define only `update()`)."""
+    return bool(rule.gradient_like) and type(rule).credit is not LearningRule.credit
+
+
 def applies(rule: LearningRule) -> bool:
     """True when the rule has anything to measure: feedback matrices or a gradient-like credit."""
-    return bool(rule.gradient_like) or rule.feedback() is not None
+    return has_credit(rule) or rule.feedback() is not None
 
 
 def is_reciprocal(pair: FeedbackPair) -> bool:
@@ -113,12 +118,14 @@ def gradient_angles(rule: LearningRule, probe: Probe) -> dict[str, float]:
 def feedback_metrics(rule: LearningRule, probe: Probe) -> dict[str, Any]:
     """Everything above for one rule at its current weights (empty if nothing applies)."""
     out: dict[str, Any] = {}
+    if not all(bool(torch.isfinite(p).all()) for p in rule.net.parameters()):
+        return out  # a diverged network: the engine records the divergence, nothing to measure
     pairs = rule.feedback()
     if pairs:
         with torch.no_grad():
             inputs = rule.net.forward_trace(probe.x).z
         for pair in pairs:
             out.update(pair_metrics(pair, inputs[pair.layer - 1]))
-    if rule.gradient_like:
+    if has_credit(rule):
         out.update(gradient_angles(rule, probe))
     return out
