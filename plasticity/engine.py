@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import registry
+from . import metrics, registry
 from .errors import ConfigError, PlasticityError
 from .params import make_params
 from .results import CellWriter
@@ -150,13 +150,17 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
 
+    # Feedback/alignment metrics at every k-th evaluation (0: never) and always at the last one.
+    feedback_every = int(cell.evaluation.get("feedback_metrics", 1))
+    probe = metrics.Probe.draw(data.train, cell.seed) if feedback_every and metrics.applies(rule) else None
+
     state = Progress(total_updates=max_updates)
     train_seconds = 0.0
     losses: list[torch.Tensor] = []  # batch losses since the last evaluation, still on the device
     evals: list[dict[str, Any]] = []
     status, message = "complete", None
 
-    def record() -> dict[str, Any]:
+    def record(last: bool = False) -> dict[str, Any]:
         val_acc, val_loss = evaluate(net, data.val)
         test_acc, _ = evaluate(net, data.test)
         line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
@@ -164,6 +168,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                 "train_loss": float(torch.stack(losses).double().mean()) if losses else None,
                 "val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
                 "diagnostics": {k: float(v) for k, v in rule.diagnostics().items()}}
+        if probe is not None and (last or len(evals) % feedback_every == 0):
+            line["feedback"] = metrics.feedback_metrics(rule, probe)
         losses.clear()
         writer.write(line)
         evals.append(line)
@@ -204,7 +210,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 train_seconds += time.perf_counter() - segment
-                line = record()
+                line = record(last=out_of_budget or status == "diverged")
                 if status != "diverged" and not weights_finite(net):
                     status, message = "diverged", f"non-finite weights at update {state.updates}"
                 elif status != "diverged" and line["train_loss"] is not None and not math.isfinite(line["train_loss"]):

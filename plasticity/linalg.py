@@ -202,3 +202,27 @@ def affine_lstsq(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.0,
         w = ac.T @ solve_psd(gram, b.double() - nu, alpha, rcond)
     c = nu - mu @ w
     return w.to(a.dtype), c.to(a.dtype), gram
+
+
+def recirculate(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, lr: float,
+                lr_a: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One linearised recirculation step on a forward/feedback pair, in place; returns (ΔA, ΔB).
+
+        h = A x,   x̂ = B h,   ĥ = A x̂
+        ΔB = lr · ⟨(x − x̂) hᵀ⟩,   ΔA = lr_a · ⟨(h − ĥ) xᵀ⟩       (⟨·⟩: mean over the batch)
+
+    `a` is out × in (the forward matrix), `b` in × out, `x` a batch n × in (rows are samples).
+    With A fixed, the expected ΔB vanishes at `ΣAᵀ(AΣAᵀ)⁻¹` with Σ = ⟨xxᵀ⟩ (the raw second
+    moment, not the covariance): `A⁺` for white x; it is stable while lr·λ_max(AΣAᵀ) < 2.
+    """
+    n = x.shape[0]
+    h = x @ a.T
+    x_hat = h @ b.T
+    delta_b = (lr / n) * ((x - x_hat).T @ h)
+    delta_a = torch.zeros((), dtype=a.dtype, device=a.device)
+    if lr_a:
+        h_hat = x_hat @ a.T
+        delta_a = (lr_a / n) * ((h - h_hat).T @ x)
+        a.add_(delta_a)
+    b.add_(delta_b)
+    return delta_a, delta_b

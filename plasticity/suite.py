@@ -13,6 +13,8 @@
     [evaluation]
     per_decade = 10                     # log-spaced evaluation points per decade of updates (default 10)
     every_epoch = true
+    feedback_metrics = 1                # feedback/alignment metrics every k-th evaluation (0: never;
+                                        # always at the last); absent: every evaluation
 
     [[tasks]]
     name = "digits"
@@ -61,7 +63,7 @@ DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
             "rules", "optimizers", "published"}
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
-EVAL_KEYS = {"per_decade": int, "every_epoch": bool}
+EVAL_KEYS = {"per_decade": int, "every_epoch": bool, "feedback_metrics": int}
 COMPONENT_KEYS = {"name", "params", "grid"}
 SCHEDULES = ("constant", "cosine", "linear")
 PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note"}
@@ -177,6 +179,9 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     evaluation.update(_checked_table(doc.get("evaluation", {}), EVAL_KEYS, f"{where}: [evaluation]"))
     if evaluation["per_decade"] < 1:
         raise ConfigError(f"{where}: [evaluation] per_decade must be at least 1")
+    if evaluation.get("feedback_metrics", 1) < 0:
+        raise ConfigError(f"{where}: [evaluation] feedback_metrics must be 0 (never) or k >= 1 (every k-th "
+                          f"evaluation), got {evaluation['feedback_metrics']}")
 
     task_entries = _entries(doc, "tasks", where)
     if not task_entries:

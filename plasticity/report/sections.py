@@ -266,7 +266,38 @@ def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFram
         if not sub.empty:
             uri = figures.per_layer_curves(sub, order, colors)
             parts += [tag("h3", title), figure(uri, f"{title} for {task}", caption)]
+            if frame is feedback:
+                parts += [final_feedback_table(sub, order), tag("p", FEEDBACK_NOTE, class_="note")]
     return section(f"task-{index}", f"Task: {task}", *parts)
+
+
+FEEDBACK_NOTE = (
+    "rel_err_white = ‖B − W⁺‖/‖W⁺‖; rel_err_data = ‖B − ΣWᵀ(WΣWᵀ)⁻¹‖/‖·‖ with Σ the second moment "
+    "of the layer's input on a fixed probe batch; penrose_p1..p4 = the relative residuals of "
+    "WBW = W, BWB = B, (WB)ᵀ = WB, (BW)ᵀ = BW (pseudo-inverse metrics only for rules whose B "
+    "should approach an inverse); angle_BWt = angle(B, Wᵀ); grad_angle = angle between the rule's "
+    "credit and the true gradient on the probe batch (per layer; no layer: all parameters).")
+FEEDBACK_TABLE_METRICS = ("rel_err_white", "rel_err_data", "penrose_p1", "angle_BWt", "grad_angle")
+
+
+def final_feedback_table(frame: pd.DataFrame, order: list[str]) -> Markup:
+    """Per variant and layer: the feedback metrics at each seed's last measurement, seed mean."""
+    last = frame.loc[frame.groupby(["variant", "seed", "layer", "metric"])["updates"].idxmax()]
+    means = last.groupby(["variant", "layer", "metric"])["value"].mean()
+    metrics = [m for m in FEEDBACK_TABLE_METRICS if m in set(last["metric"])]
+    rows = []
+    for v in [v for v in order if v in set(last["variant"])]:
+        layers = sorted(set(last.loc[last["variant"] == v, "layer"]), key=lambda t: (t == "", len(t), t))
+        for layer in layers:
+            values = [means.get((v, layer, m)) for m in metrics]
+            if all(x is None for x in values):
+                continue
+            cells = [DASH if x is None else (f"{x:.1f}" if m.endswith("angle") or m == "angle_BWt"
+                                             else f"{x:.2e}") for m, x in zip(metrics, values)]
+            rows.append([v, layer or "all", *cells])
+    headers = ["variant", "layer", *[m + (" (°)" if "angle" in m else "") for m in metrics]]
+    return join([tag("h4", "At the end of training (mean over seeds)"),
+                 table(headers, rows, numeric=list(range(2, len(headers))))])
 
 
 # ---- problems and provenance --------------------------------------------------------------

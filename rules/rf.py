@@ -1,0 +1,165 @@
+"""Reciprocal feedback (Cameron, Chen, Wagner, Sejnowski): the error travels down through feedback
+matrices B_l ≈ W_l⁺ learned by recirculation, and the pinv-feedback oracle with B_l = W_l⁺ exactly.
+
+Credit (both rules), the poster's δW_l = (∏_{i>l} B_i) e Z_{l−1}ᵀ with the hidden nonlinearities:
+
+    δ_L = ∂ℓ/∂H_L,   δ_{l−1} = (B_l δ_l) ⊙ f'(H_{l−1}),   ∇W_l = δ_l Z_{l−1}ᵀ,  ∇b_l = δ_l
+
+(`derivative = false` leaves out the f' factors: the poster's linearised rule; the reference notes
+that the authors' code lost the nonlinearities by a bug, so the default keeps them.)
+
+Feedback learning (rule "rf"), after each weight update, on every layer l ≥ 2 (B_1 would only carry
+an error to the input and is never learned), `steps` times, with W_l fixed:
+
+    h = W x,   x̂ = B h,   ΔB = η ⟨(x − x̂) hᵀ⟩ / λ̂                 (plasticity.linalg.recirculate)
+
+The drive x is the layer's input activity on the batch (`drive = "activity"`), `noise_batch`
+samples of white N(0, I) noise ("noise", the default), or both stacked. Its fixed point is
+ΣWᵀ(WΣWᵀ)⁻¹ with Σ = ⟨xxᵀ⟩ the raw second moment of the drive: W⁺ under noise, a data-weighted
+inverse under activity (see plasticity.metrics). The forward half of recirculation (ΔA on W) is
+not used: W is trained by the task's error. λ̂ ≈ λ_max(⟨hhᵀ⟩), tracked by one power-iteration
+step per recirculation step (warm-started), makes `feedback_lr` scale-free: the step is stable for
+η < 2 whatever the drive's or W's scale. Choice of ours; the poster gives no step size. B_l starts
+as FA's random matrix, so RF begins as feedback alignment and moves toward W⁺.
+
+Fresh noise leaves a floor: for a contracting W the null-space part of each sample, (I − W⁺W)x,
+is uncorrelated with h but not zero, so B jitters around W⁺ by ~sqrt(η / noise_batch) (measured in
+benchmarks/recirculation.py), in W's null space: WB = I and the Penrose conditions 1–3 are met far
+more closely than 4. A fixed white probe set removes the floor (geometric convergence).
+
+"pinv-feedback" recomputes B_l = W_l⁺ (plasticity.linalg.pinv; `ridge` > 0 takes the Cholesky
+route, 0 an exact SVD) before every `refresh_every`-th update: the learned inverse's upper bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from plasticity import FeedbackPair, LearningRule, register_rule
+from plasticity.feedback import layered_deltas, output_error, write_grads
+from plasticity.linalg import pinv, recirculate
+from plasticity.losses import LossName
+
+Drive = Literal["noise", "activity", "both"]
+DRIVES = ("noise", "activity", "both")
+
+
+class _Reciprocal(LearningRule):
+    """Credit through per-layer feedback matrices `self.B[l-1]` (l ≥ 2); subclasses keep B."""
+
+    B: list[torch.Tensor | None]
+
+    def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        trace, loss, delta = output_error(self.net, x, y, self.params.loss)
+        deltas = layered_deltas(self.net, trace, delta, self.B, self.params.derivative)
+        write_grads(self.net, trace, deltas)
+        return {"loss": loss}
+
+    def feedback(self) -> list[FeedbackPair]:
+        ws = [w.detach() for w in self.net.weights()]
+        return [FeedbackPair(l, ws[l - 1], self.B[l - 1], pinv(ws[l - 1].double()).to(ws[l - 1].dtype))
+                for l in range(2, self.net.depth + 1)]
+
+
+@register_rule("rf")
+class ReciprocalFeedback(_Reciprocal):
+    """Error sent down through feedback matrices learned concurrently by recirculation."""
+
+    @dataclass(frozen=True)
+    class Params:
+        loss: LossName = "ce"
+        drive: Drive = "noise"
+        feedback_lr: float = 0.5
+        steps: int = 1
+        noise_batch: int = 100
+        derivative: bool = True
+        feedback_scale: float = 1.0
+
+        def __post_init__(self) -> None:
+            if self.drive not in DRIVES:
+                raise ValueError(f"drive must be one of {', '.join(DRIVES)}, got {self.drive!r}")
+            if not 0 < self.feedback_lr < 2:
+                raise ValueError(f"feedback_lr must lie in (0, 2) (the normalised step is unstable "
+                                 f"beyond 2), got {self.feedback_lr}")
+            if self.steps < 1:
+                raise ValueError(f"steps must be at least 1, got {self.steps}")
+            if self.drive != "activity" and self.noise_batch < 1:
+                raise ValueError(f"noise_batch must be at least 1 with drive {self.drive!r}, got {self.noise_batch}")
+            if not self.feedback_scale > 0:
+                raise ValueError(f"feedback_scale must be positive, got {self.feedback_scale}")
+
+    default_optimizer = ("sgd", {"lr": 0.05, "momentum": 0.9})
+
+    def __init__(self, net, params, optimizer, generator) -> None:
+        super().__init__(net, params, optimizer, generator)
+        ws = [w.detach() for w in net.weights()]
+        kw = {"device": ws[0].device, "dtype": ws[0].dtype, "generator": generator}
+        self.B = [None] + [torch.randn(tuple(w.T.shape), **kw) * float(w.std()) * params.feedback_scale
+                           for w in ws[1:]]
+        # Power-iteration vectors for λ_max(⟨hhᵀ⟩) of each layer's recirculation.
+        self._v = [None] + [torch.randn(w.shape[0], **kw) for w in ws[1:]]
+        for v in self._v[1:]:
+            v /= v.norm()
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = super().update(x, y)
+        self._learn_feedback(x)
+        return out
+
+    @torch.no_grad()
+    def _learn_feedback(self, x: torch.Tensor) -> None:
+        p = self.params
+        inputs = self.net.forward_trace(x).z if p.drive != "noise" else None
+        for l in range(2, self.net.depth + 1):
+            w = self.net.layers[l - 1].weight.detach()
+            for _ in range(p.steps):
+                parts = [] if inputs is None else [inputs[l - 1]]
+                if p.drive != "activity":
+                    parts.append(torch.randn(p.noise_batch, w.shape[1], generator=self.generator,
+                                             device=w.device, dtype=w.dtype))
+                drive = parts[0] if len(parts) == 1 else torch.cat(parts)
+                recirculate(w, self.B[l - 1], drive, p.feedback_lr / self._top_eigenvalue(l, drive @ w.T))
+
+    def _top_eigenvalue(self, l: int, h: torch.Tensor) -> torch.Tensor:
+        """One warm-started power-iteration step for λ_max(hᵀh/n), kept as a device tensor."""
+        u = (h.T @ (h @ self._v[l - 1])) / h.shape[0]
+        lam = u.norm()
+        self._v[l - 1] = u / lam.clamp_min(torch.finfo(u.dtype).tiny)
+        return lam.clamp_min(torch.finfo(u.dtype).tiny)
+
+
+@register_rule("pinv-feedback")
+class PinvFeedback(_Reciprocal):
+    """The oracle: B_l = W_l⁺ recomputed from the current weights."""
+
+    @dataclass(frozen=True)
+    class Params:
+        loss: LossName = "ce"
+        ridge: float = 1e-6
+        refresh_every: int = 1
+        derivative: bool = True
+
+        def __post_init__(self) -> None:
+            if self.ridge < 0:
+                raise ValueError(f"ridge must be non-negative (0: exact SVD pseudo-inverse), got {self.ridge}")
+            if self.refresh_every < 1:
+                raise ValueError(f"refresh_every must be at least 1, got {self.refresh_every}")
+
+    default_optimizer = ("sgd", {"lr": 0.05, "momentum": 0.9})
+
+    def __init__(self, net, params, optimizer, generator) -> None:
+        super().__init__(net, params, optimizer, generator)
+        self._updates = 0
+        self._refresh()
+
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        self.B = [None] + [pinv(w.detach(), alpha=self.params.ridge) for w in self.net.weights()[1:]]
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._updates % self.params.refresh_every == 0 and self._updates:
+            self._refresh()
+        self._updates += 1
+        return super().update(x, y)
