@@ -135,6 +135,13 @@ def _complete_files(runs: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in runs.glob("*.jsonl") if not p.name.endswith(".error.jsonl")}
 
 
+def _interruptible_session() -> None:
+    """A new session whose SIGINT is the default: a shell's background job (`tests &`) starts
+    with SIGINT ignored, the child would inherit that, and Python would not raise KeyboardInterrupt."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path, jobs):
     suite = tmp_path / "long.toml"
@@ -147,7 +154,7 @@ def test_ctrl_c_mid_suite_then_rerun_resumes(tmp_path, jobs):
            "--no-progress", "--no-report", "--device", "cpu", "--jobs", jobs]
     # its own process group, signalled as a whole: what Ctrl-C in a terminal does (workers too)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            preexec_fn=_interruptible_session)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "runs").glob("*.jsonl")):
         time.sleep(0.05)
