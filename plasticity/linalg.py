@@ -117,12 +117,14 @@ def data_weighted_inverse(w: torch.Tensor, sigma: torch.Tensor, alpha: float = 0
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle in degrees between two tensors seen as flat vectors (nan if either is zero)."""
+    """Angle in degrees between two tensors seen as flat vectors (nan if either is zero or not finite)."""
     a, b = a.double().flatten(), b.double().flatten()
     na, nb = torch.linalg.norm(a), torch.linalg.norm(b)
     if float(na) == 0.0 or float(nb) == 0.0:
         return float("nan")
     cos = float((a @ b) / (na * nb))
+    if not math.isfinite(cos):  # min(1.0, nan) is 1.0: a blown-up B would read as perfectly aligned
+        return float("nan")
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 

@@ -93,9 +93,19 @@ class ResNet9(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x.view(-1, 3, 32, 32))) * 0.125
 
-    def weights(self) -> list[torch.Tensor]:
-        # No chain of fully connected layers: the feedback metrics have nothing to measure.
-        return []
+    # The MLP interface that non-autograd rules build on (weights, depth, sizes, layers, the trace):
+    # each refuses with the same message, so any such rule stops when it is built, before a cell
+    # writes anything, instead of failing later with an IndexError or AttributeError.
+    def weights(self) -> NoReturn:
+        raise ConfigError(MLP_ONLY)
+
+    @property
+    def depth(self) -> NoReturn:
+        raise ConfigError(MLP_ONLY)
+
+    @property
+    def sizes(self) -> NoReturn:
+        raise ConfigError(MLP_ONLY)
 
     @property
     def layers(self) -> NoReturn:

@@ -257,6 +257,23 @@ def test_cnn_refuses_mlp_only_rules_clearly():
         cnn_task().build_network(784, 10, torch.Generator())
 
 
+AUTOGRAD_RULES = {"bp", "gofau-mult", "gofau-hybrid"}
+
+
+def test_every_mlp_only_rule_refuses_the_cnn_when_it_is_built():
+    """Rules that need an MLP's layers stop at construction with the task's message (not an
+    IndexError or AttributeError, and not after a cell has started writing its results)."""
+    registry.load_plugins()
+    mlp_only = sorted(set(registry.names("rule")) - AUTOGRAD_RULES)
+    assert {"er", "fa", "dfa", "rf", "pinv-feedback", "tp", "dtp"} <= set(mlp_only)
+    for name in mlp_only:
+        cls = registry.get_rule(name)
+        net = cnn_task().build_network(3072, 10, torch.Generator().manual_seed(0))
+        optimizer = build_optimizer(*cls.default_optimizer, net.parameters()) if cls.uses_optimizer else None
+        with pytest.raises(ConfigError, match="task 'cifar10-cnn' builds a convolutional network"):
+            cls(net, cls.Params(), optimizer, torch.Generator())
+
+
 def test_cnn_task_subsets(real_data_dir):
     registry.load_plugins()
     cls = registry.get_task("cifar10-cnn")
