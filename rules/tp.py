@@ -38,16 +38,10 @@ from typing import Literal
 
 import torch
 
-from plasticity import FeedbackPair, LearningRule, register_rule
+from plasticity import FeedbackPair, LearningRule, register_rule, registry
 from plasticity.losses import LossName, loss_and_error
 from plasticity.network import Trace
-
-FEEDBACK_OPTIMIZERS = {
-    "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr),
-    "rmsprop": lambda ps, lr: torch.optim.RMSprop(ps, lr=lr),
-    "sgd": lambda ps, lr: torch.optim.SGD(ps, lr=lr),
-}
-
+from plasticity.optimizers import build_optimizer
 
 @dataclass(frozen=True)
 class TargetParams:
@@ -55,7 +49,7 @@ class TargetParams:
     beta: float = 0.22                  # output-side target step (Meulemans MNIST DTP)
     noise: float = 0.084                # σ of the corruption the feedback path learns on
     feedback_lr: float = 1.96e-3        # learning rate of the feedback path
-    feedback_optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    feedback_optimizer: str = "adam"    # any registered optimizer, at lr = feedback_lr
     inverse_steps: int = 1              # feedback-path updates per forward update
     schedule: Literal["alternating", "parallel"] = "alternating"
     loss: LossName = "ce"
@@ -70,8 +64,8 @@ class TargetParams:
             raise ValueError(f"inverse_steps must be 0 or more, got {self.inverse_steps}")
         if self.schedule not in ("alternating", "parallel"):
             raise ValueError(f"schedule must be 'alternating' or 'parallel', got {self.schedule!r}")
-        if self.feedback_optimizer not in FEEDBACK_OPTIMIZERS:
-            raise ValueError(f"feedback_optimizer must be one of {', '.join(FEEDBACK_OPTIMIZERS)}, "
+        if self.feedback_optimizer not in registry.names("optimizer"):
+            raise ValueError(f"feedback_optimizer must be one of {', '.join(registry.names('optimizer'))}, "
                              f"got {self.feedback_optimizer!r}")
 
 
@@ -107,7 +101,9 @@ class LayerTargetRule(LearningRule):
         return ((2 * u - 1) * bound).requires_grad_(False)
 
     def _feedback_optimizer(self, tensors: list[torch.Tensor]) -> torch.optim.Optimizer | None:
-        return FEEDBACK_OPTIMIZERS[self.params.feedback_optimizer](tensors, self.params.feedback_lr) if tensors else None
+        if not tensors:
+            return None
+        return build_optimizer(self.params.feedback_optimizer, {"lr": self.params.feedback_lr}, tensors)
 
     def _noisy(self, z: torch.Tensor) -> torch.Tensor:
         return z + self.params.noise * torch.randn(z.shape, generator=self.generator, device=z.device, dtype=z.dtype)
