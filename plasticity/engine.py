@@ -21,6 +21,7 @@ import torch
 
 from . import metrics, registry
 from .errors import ConfigError, PlasticityError
+from .network import weights_finite
 from .params import make_params
 from .results import CellWriter
 from .suite import NO_OPTIMIZER, Cell
@@ -82,10 +83,6 @@ def _finite(values: list[torch.Tensor]) -> bool:
     if len(values) == 1:
         return math.isfinite(float(values[0]))
     return bool(torch.isfinite(torch.stack(values)).all())
-
-
-def weights_finite(net: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
 
 
 @dataclass

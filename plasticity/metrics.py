@@ -28,7 +28,7 @@ import torch
 
 from .linalg import angle, data_weighted_inverse, penrose_residuals, pinv, relative_error
 from .losses import LOSSES
-from .network import MLP
+from .network import MLP, weights_finite
 from .rule import FeedbackPair, LearningRule
 from .task import Split
 
@@ -123,7 +123,7 @@ def gradient_angles(rule: LearningRule, probe: Probe) -> dict[str, float]:
 def feedback_metrics(rule: LearningRule, probe: Probe) -> dict[str, Any]:
     """Everything above for one rule at its current weights (empty if nothing applies)."""
     out: dict[str, Any] = {}
-    if not all(bool(torch.isfinite(p).all()) for p in rule.net.parameters()):
+    if not weights_finite(rule.net):
         return out  # a diverged network: the engine records the divergence, nothing to measure
     pairs = rule.feedback()
     if pairs:

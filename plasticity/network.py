@@ -15,6 +15,12 @@ from torch import nn
 
 from .errors import ConfigError, unknown
 
+
+def weights_finite(net: nn.Module) -> bool:
+    """Whether every parameter of `net` is finite (one host sync per tensor)."""
+    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
+
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,
