@@ -42,3 +42,10 @@ def write_grads(net: MLP, trace: Trace, deltas: list[torch.Tensor]) -> None:
         layer.weight.grad = delta.T @ z
         if layer.bias is not None:
             layer.bias.grad = delta.sum(dim=0)
+
+
+def random_feedback(shape: tuple[int, int], scale: float, like: torch.Tensor,
+                    generator: torch.Generator) -> torch.Tensor:
+    """A fixed Gaussian feedback matrix, N(0, scale²), on `like`'s device and dtype (FA's and DFA's
+    B, and RF's starting B)."""
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype) * scale

@@ -24,12 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from plasticity import FeedbackPair, LearningRule, register_rule
-from plasticity.feedback import layered_deltas, output_error, write_grads
+from plasticity.feedback import layered_deltas, output_error, random_feedback, write_grads
 from plasticity.losses import LossName
-
-
-def _random_like(shape: tuple[int, int], scale: float, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype) * scale
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ class FeedbackAlignment(LearningRule):
         super().__init__(net, params, optimizer, generator)
         ws = net.weights()
         self.B: list[torch.Tensor | None] = [None] + [
-            _random_like(tuple(w.T.shape), float(w.detach().std()) * params.feedback_scale, w, generator)
+            random_feedback(tuple(w.T.shape), float(w.detach().std()) * params.feedback_scale, w, generator)
             for w in ws[1:]]
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -79,7 +75,7 @@ class DirectFeedbackAlignment(LearningRule):
         ws = net.weights()
         n_out = net.sizes[-1]
         # D_l reaches layer l (width n_l) from the output; scaled like the layer above it.
-        self.D = [_random_like((net.sizes[l], n_out), float(ws[l].detach().std()) * params.feedback_scale,
+        self.D = [random_feedback((net.sizes[l], n_out), float(ws[l].detach().std()) * params.feedback_scale,
                                ws[l], generator) for l in range(1, net.depth)]
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 
 from plasticity import FeedbackPair, LearningRule, register_rule
-from plasticity.feedback import layered_deltas, output_error, write_grads
+from plasticity.feedback import layered_deltas, output_error, random_feedback, write_grads
 from plasticity.linalg import pinv, recirculate
 from plasticity.losses import LossName
 
@@ -96,7 +96,7 @@ class ReciprocalFeedback(_Reciprocal):
         super().__init__(net, params, optimizer, generator)
         ws = [w.detach() for w in net.weights()]
         kw = {"device": ws[0].device, "dtype": ws[0].dtype, "generator": generator}
-        self.B = [None] + [torch.randn(tuple(w.T.shape), **kw) * float(w.std()) * params.feedback_scale
+        self.B = [None] + [random_feedback(tuple(w.T.shape), float(w.std()) * params.feedback_scale, w, generator)
                            for w in ws[1:]]
         # Power-iteration vectors for λ_max(⟨hhᵀ⟩) of each layer's recirculation.
         self._v = [None] + [torch.randn(w.shape[0], **kw) for w in ws[1:]]

@@ -39,6 +39,7 @@ from typing import Literal
 import torch
 
 from plasticity import FeedbackPair, LearningRule, register_rule, registry
+from plasticity.feedback import write_grads
 from plasticity.losses import LossName, loss_and_error
 from plasticity.network import Trace
 from plasticity.optimizers import build_optimizer
@@ -121,14 +122,9 @@ class LayerTargetRule(LearningRule):
         """Layer-local losses' gradients into .grad: output on ℓ, hidden layers on their targets."""
         loss, hat, error = self.targets(trace, y)
         z, h, L, B = trace.z, trace.h, self.net.depth, y.shape[0]
-        for l, layer in enumerate(self.net.layers, start=1):
-            if l == L:  # the task loss itself
-                delta = self.net.activation_vjp(L, h[L], error)
-            else:
-                delta = self.net.activation_vjp(l, h[l], (z[l] - hat[l]) / (self.params.beta * B))
-            layer.weight.grad = delta.T @ z[l - 1]
-            if layer.bias is not None:
-                layer.bias.grad = delta.sum(dim=0)
+        deltas = [self.net.activation_vjp(l, h[l], (z[l] - hat[l]) / (self.params.beta * B)) for l in range(1, L)]
+        deltas.append(self.net.activation_vjp(L, h[L], error))  # the output layer: the task loss itself
+        write_grads(self.net, trace, deltas)
         return {"loss": loss}
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
