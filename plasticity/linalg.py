@@ -207,7 +207,7 @@ def affine_lstsq(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.0,
 
 
 def recirculate(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, lr: float,
-                lr_a: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                lr_a: float = 0.0, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One linearised recirculation step on a forward/feedback pair, in place; returns (ΔA, ΔB).
 
         h = A x,   x̂ = B h,   ĥ = A x̂
@@ -216,9 +216,10 @@ def recirculate(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, lr: float,
     `a` is out × in (the forward matrix), `b` in × out, `x` a batch n × in (rows are samples).
     With A fixed, the expected ΔB vanishes at `ΣAᵀ(AΣAᵀ)⁻¹` with Σ = ⟨xxᵀ⟩ (the raw second
     moment, not the covariance): `A⁺` for white x; it is stable while lr·λ_max(AΣAᵀ) < 2.
+    `h` may be passed when the caller already has A x.
     """
     n = x.shape[0]
-    h = x @ a.T
+    h = x @ a.T if h is None else h
     x_hat = h @ b.T
     delta_b = (lr / n) * ((x - x_hat).T @ h)
     delta_a = torch.zeros((), dtype=a.dtype, device=a.device)

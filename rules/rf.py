@@ -17,9 +17,11 @@ The drive x is the layer's input activity on the batch (`drive = "activity"`), `
 samples of white N(0, I) noise ("noise", the default), or both stacked. Its fixed point is
 ΣWᵀ(WΣWᵀ)⁻¹ with Σ = ⟨xxᵀ⟩ the raw second moment of the drive: W⁺ under noise, a data-weighted
 inverse under activity (see plasticity.metrics). The forward half of recirculation (ΔA on W) is
-not used: W is trained by the task's error. λ̂ ≈ λ_max(⟨hhᵀ⟩), tracked by one power-iteration
-step per recirculation step (warm-started), makes `feedback_lr` scale-free: the step is stable for
-η < 2 whatever the drive's or W's scale. Choice of ours; the poster gives no step size. B_l starts
+not used: W is trained by the task's error. λ̂ ≈ λ_max(⟨hhᵀ⟩), tracked by power iteration
+(30 steps at the first recirculation, then one warm-started step per recirculation step), makes
+`feedback_lr` scale-free: the step is stable for η < 2 whatever the drive's or W's scale, as long
+as λ̂ keeps up with λ_max (λ̂ ≤ λ_max, so a lagging estimate means a larger step; the default
+η = 0.5 leaves a margin of 4). Choice of ours; the poster gives no step size. B_l starts
 as FA's random matrix, so RF begins as feedback alignment and moves toward W⁺.
 
 Fresh noise leaves a floor: for a contracting W the null-space part of each sample, (I − W⁺W)x,
@@ -43,6 +45,7 @@ from plasticity.linalg import pinv, recirculate
 from plasticity.losses import LossName
 
 Drive = Literal["noise", "activity", "both"]
+POWER_WARMUP = 30  # power-iteration steps on a layer's first recirculation (then one per step)
 DRIVES = ("noise", "activity", "both")
 
 
@@ -102,6 +105,7 @@ class ReciprocalFeedback(_Reciprocal):
         self._v = [None] + [torch.randn(w.shape[0], **kw) for w in ws[1:]]
         for v in self._v[1:]:
             v /= v.norm()
+        self._warm = [False] * len(self._v)
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         out = super().update(x, y)
@@ -120,14 +124,21 @@ class ReciprocalFeedback(_Reciprocal):
                     parts.append(torch.randn(p.noise_batch, w.shape[1], generator=self.generator,
                                              device=w.device, dtype=w.dtype))
                 drive = parts[0] if len(parts) == 1 else torch.cat(parts)
-                recirculate(w, self.B[l - 1], drive, p.feedback_lr / self._top_eigenvalue(l, drive @ w.T))
+                h = drive @ w.T
+                recirculate(w, self.B[l - 1], drive, p.feedback_lr / self._top_eigenvalue(l, h), h=h)
 
     def _top_eigenvalue(self, l: int, h: torch.Tensor) -> torch.Tensor:
-        """One warm-started power-iteration step for λ_max(hᵀh/n), kept as a device tensor."""
-        u = (h.T @ (h @ self._v[l - 1])) / h.shape[0]
-        lam = u.norm()
-        self._v[l - 1] = u / lam.clamp_min(torch.finfo(u.dtype).tiny)
-        return lam.clamp_min(torch.finfo(u.dtype).tiny)
+        """λ̂ ≈ λ_max(hᵀh/n) by warm-started power iteration, kept as a device tensor.
+
+        λ̂ = ‖Mv‖ never exceeds λ_max, so an unconverged v would make the step η/λ̂ too large: the
+        first call runs POWER_WARMUP steps from the random start, later calls one step each."""
+        tiny = torch.finfo(h.dtype).tiny
+        for _ in range(1 if self._warm[l - 1] else POWER_WARMUP):
+            u = (h.T @ (h @ self._v[l - 1])) / h.shape[0]
+            lam = u.norm().clamp_min(tiny)
+            self._v[l - 1] = u / lam
+        self._warm[l - 1] = True
+        return lam
 
 
 @register_rule("pinv-feedback")

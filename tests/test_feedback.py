@@ -133,3 +133,13 @@ def test_pinv_feedback_uses_the_current_pseudo_inverse():
 def test_bad_params_are_rejected(rule, kwargs, message):
     with pytest.raises(ValueError, match=message):
         registry.get_rule(rule).Params(**kwargs)
+
+
+def test_rf_step_normaliser_starts_near_the_top_eigenvalue():
+    """λ̂ ≤ λ_max always, and a lagging λ̂ enlarges the step: the first estimate must already be close."""
+    rule = make_rule("rf", sizes=(20, 64, 32, 3))
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(100, 64, generator=g) @ torch.randn(64, 32, generator=g)
+    lam_max = float(torch.linalg.eigvalsh(h.T @ h / 100)[-1])
+    lam = float(rule._top_eigenvalue(2, h))  # layer 2: W is 32 × 64, so h = x Wᵀ is n × 32
+    assert lam <= lam_max * (1 + 1e-5) and lam > 0.99 * lam_max, (lam, lam_max)
