@@ -17,17 +17,6 @@ def _rcond(a: torch.Tensor) -> float:
     return torch.finfo(a.dtype).eps * max(a.shape[-2:])
 
 
-def _ridge_solve(gram: torch.Tensor, rhs: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Solve (gram + αI) X = rhs by Cholesky; fall back to least squares if the factorisation fails."""
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    lhs = gram + alpha * eye
-    factor, info = torch.linalg.cholesky_ex(lhs)
-    if int(info) == 0:
-        return torch.cholesky_solve(rhs, factor)
-    # Not numerically positive definite (α tiny against the spectrum): the SVD route is safe.
-    return pinv(lhs) @ rhs
-
-
 def pinv(a: torch.Tensor, alpha: float = 0.0, rcond: float | None = None) -> torch.Tensor:
     """The pseudo-inverse `A⁺` of a matrix (n × d → d × n), or its ridge form with α > 0.
 
@@ -39,8 +28,8 @@ def pinv(a: torch.Tensor, alpha: float = 0.0, rcond: float | None = None) -> tor
     if alpha > 0:
         n, d = a.shape
         if d <= n:
-            return _ridge_solve(a.T @ a, a.T, alpha)
-        return _ridge_solve(a @ a.T, a, alpha).T
+            return solve_psd(a.T @ a, a.T, alpha)
+        return solve_psd(a @ a.T, a, alpha).T
     return torch.linalg.pinv(a, rtol=_rcond(a) if rcond is None else rcond)
 
 
@@ -56,32 +45,12 @@ def lstsq(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.0, rcond: float | N
     n, d = a.shape
     if alpha > 0:
         if d <= n:
-            return _ridge_solve(a.T @ a, a.T @ b, alpha)
-        return a.T @ _ridge_solve(a @ a.T, b, alpha)
+            return solve_psd(a.T @ a, a.T @ b, alpha)
+        return a.T @ solve_psd(a @ a.T, b, alpha)
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
     cut = (_rcond(a) if rcond is None else rcond) * (s.max() if s.numel() else 0.0)
     s_inv = torch.where(s > cut, 1.0 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
     return vh.T @ (s_inv[:, None] * (u.T @ b))
-
-
-def condition_number(a: torch.Tensor) -> float:
-    """2-norm condition number σ_max/σ_min of a matrix (inf when singular), in float64."""
-    s = torch.linalg.svdvals(a.double())
-    if s.numel() == 0:
-        return float("nan")
-    smin = float(s.min())
-    return math.inf if smin == 0.0 else float(s.max()) / smin
-
-
-def gram_condition(a: torch.Tensor, alpha: float = 0.0) -> float:
-    """Condition number of the Gram matrix a ridge solve on `a` factorises: `AᵀA + αI` on the smaller side."""
-    s = torch.linalg.svdvals(a.double())
-    if s.numel() == 0:
-        return float("nan")
-    # svdvals gives the min(n, d) singular values: the eigenvalues of the smaller Gram are their squares.
-    lo, hi = float(s.min()) ** 2, float(s.max()) ** 2
-    lo, hi = lo + alpha, hi + alpha
-    return math.inf if lo == 0.0 else hi / lo
 
 
 def relative_error(b: torch.Tensor, target: torch.Tensor) -> float:
@@ -113,7 +82,7 @@ def data_weighted_inverse(w: torch.Tensor, sigma: torch.Tensor, alpha: float = 0
     """
     w, sigma = w.double(), sigma.double()
     sw = sigma @ w.T  # in × out
-    return _ridge_solve(w @ sw, sw.T, alpha).T
+    return solve_psd(w @ sw, sw.T, alpha).T
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> float:
