@@ -105,8 +105,9 @@ class ExpectationReflection(LearningRule):
     def _propagate(self, trace, delta: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
         """ΔH_top sent down to ΔH_bottom through W⁺ and the ratio H/Z of each layer in between."""
         for l in range(top, bottom, -1):
-            w = self.net.layers[l - 1].weight
-            dz = delta @ pinv(w.T)                     # ΔZ_{l−1} = ΔH_l W_l⁺ (W_l here is in × out)
+            if l not in self._w_pinv:  # W_l only changes after every use of its W_l⁺ in this update
+                self._w_pinv[l] = pinv(self.net.layers[l - 1].weight.T)
+            dz = delta @ self._w_pinv[l]               # ΔZ_{l−1} = ΔH_l W_l⁺ (W_l here is in × out)
             delta = self._ratio(trace.h[l - 1], trace.z[l - 1]) * dz
         return delta
 
@@ -136,6 +137,7 @@ class ExpectationReflection(LearningRule):
         self._guarded = torch.zeros((), device=x.device)
         self._ratio_entries = 0
         self._cond = None
+        self._w_pinv: dict[int, torch.Tensor] = {}
         depth = self.net.depth
         if self.params.algorithm == "simultaneous":
             delta = self._output_delta(trace.h[depth], target)
