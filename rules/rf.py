@@ -45,8 +45,8 @@ from plasticity.linalg import pinv, recirculate
 from plasticity.losses import LossName
 
 Drive = Literal["noise", "activity", "both"]
-POWER_WARMUP = 30  # power-iteration steps on a layer's first recirculation (then one per step)
 DRIVES = ("noise", "activity", "both")
+POWER_WARMUP = 30  # power-iteration steps on a layer's first recirculation (then one per step)
 
 
 class _Reciprocal(LearningRule):

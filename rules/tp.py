@@ -44,6 +44,7 @@ from plasticity.losses import LossName, loss_and_error
 from plasticity.network import Trace
 from plasticity.optimizers import build_optimizer
 
+
 @dataclass(frozen=True)
 class TargetParams:
     """What every target rule here shares: the target step, the feedback path's training, the schedule."""
