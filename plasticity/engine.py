@@ -9,13 +9,14 @@ non-finite weight (checked at each evaluation) ends the cell as `diverged`.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -31,6 +32,10 @@ CUDA_CHECK_EVERY = 25
 EVAL_CHUNK = 10000
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+#: The clock of training seconds and seconds budgets: a monotonic reading in seconds. Tests
+#: replace it with a fake clock; `train_cell` binds it once, so the loop pays one local call.
+clock: Callable[[], float] = time.perf_counter
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU is an error that says so."""
@@ -45,15 +50,26 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:
-    """Update counts 1, 2, 3, 5, 7, 10, 15, ... (`per_decade` points per decade, rounded, unique)."""
-    points, k = [], 0
+    """Update counts 1, 2, 3, 5, 7, 10, 15, ... (`per_decade` points per decade, rounded, unique) up to `limit`."""
+    return list(itertools.takewhile(lambda p: p <= limit, log_points(per_decade)))
+
+
+def log_points(per_decade: int) -> Iterator[int]:
+    """The endless schedule of `log_schedule`, lazily: each point costs O(1) whatever `per_decade` is.
+
+    Rather than stepping k one by one (10**(k/per_decade) rounds to the same integer many times
+    when per_decade is large), k jumps to the first index that can round above the last point.
+    """
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be at least 1, got {per_decade}")
+    last, k = 0, 0
     while True:
         p = int(round(10 ** (k / per_decade)))
-        if p > limit:
-            return points
-        if not points or p > points[-1]:
-            points.append(p)
-        k += 1
+        if p > last:
+            yield p
+            last = p
+        # round(10**(k/d)) > last needs k >= d*log10(last + 0.5); one index early guards against rounding error
+        k = max(k + 1, math.ceil(per_decade * math.log10(last + 0.5)) - 1)
 
 
 @torch.no_grad()
@@ -120,7 +136,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                data_dir: Path | None = None,
                on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
     """Run one cell to its budget, writing header, evaluations and the final line through `writer`."""
-    wall_start = time.perf_counter()
+    now = clock
+    wall_start = now()
     task, data, net, rule = build_cell(cell, device, data_dir)
     thresholds = list(task.thresholds)
     header = {**header, "thresholds": thresholds,
@@ -141,7 +158,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     max_updates = min(limits) if limits else None
     scheduler = lr_scheduler(rule.optimizer, cell.optimizer.schedule, max_updates)
     max_seconds = budget.get("seconds")
-    schedule = iter(log_schedule(cell.evaluation["per_decade"]))
+    schedule = log_points(cell.evaluation["per_decade"])
     next_eval = next(schedule)
     every_epoch = cell.evaluation["every_epoch"]
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
@@ -173,7 +190,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
         return line
 
     record()  # the untrained network: the reference point of every curve
-    segment = time.perf_counter()
+    segment = now()
     done = max_updates == 0
     while not done:
         whole = bs == n
@@ -198,7 +215,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
             if end_of_epoch:
                 state.epoch += 1
             out_of_budget = (max_updates is not None and state.updates >= max_updates) or (
-                max_seconds is not None and train_seconds + time.perf_counter() - segment >= max_seconds)
+                max_seconds is not None and train_seconds + now() - segment >= max_seconds)
             due = state.updates == next_eval or (every_epoch and end_of_epoch) or out_of_budget \
                 or status == "diverged"
             if state.updates >= next_eval:
@@ -206,13 +223,13 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
             if due:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                train_seconds += time.perf_counter() - segment
+                train_seconds += now() - segment
                 line = record(last=out_of_budget or status == "diverged")
                 if status != "diverged" and not weights_finite(net):
                     status, message = "diverged", f"non-finite weights at update {state.updates}"
                 elif status != "diverged" and line["train_loss"] is not None and not math.isfinite(line["train_loss"]):
                     status, message = "diverged", f"non-finite loss before update {state.updates}"
-                segment = time.perf_counter()
+                segment = now()
             if on_progress is not None:
                 on_progress(state)
             if status == "diverged" or out_of_budget:
@@ -226,7 +243,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
              "best_val_accuracy": max(e["val_accuracy"] for e in evals),
              **crossings(evals, thresholds),
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "wall_seconds": time.perf_counter() - wall_start}
+             "wall_seconds": now() - wall_start}
     writer.finish(final)
     return final
 

@@ -41,13 +41,18 @@
     source = "Bartunov et al. 2018, Table 1"
 
 Every name, key, type and grid point is checked before any cell runs; an error names the file,
-the key and the known choices.
+the key and the known choices (or the valid range). Numbers are finite and in range (NaN is
+refused anywhere in the file), names hold no control characters, and a suite that would expand
+to more than `MAX_CELLS` cells is refused, with its count, before any cell is built.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +60,7 @@ from typing import Any
 
 from . import registry
 from .errors import ConfigError, closest
-from .params import as_dict, make_params
+from .params import as_dict, check_float, check_int, check_plain, check_text, make_params, shown
 from .registry import REPO_ROOT
 
 SUITES_DIR = REPO_ROOT / "suites"
@@ -63,7 +68,16 @@ DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
             "rules", "optimizers", "published"}
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
+#: the valid range of each budget limit (exclusive low end: a limit is positive)
+BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
 EVAL_KEYS = {"per_decade": int, "every_epoch": bool, "feedback_metrics": int}
+#: (low, high) of each integer in [evaluation]; 1,000 per decade already evaluates every update up to 400
+EVAL_RANGES = {"per_decade": (1, 1000), "feedback_metrics": (0, 10**9)}
+SEED_MAX = 2**32 - 1
+#: suites expanding to more cells are refused before expansion (`plasticity run --max-cells N` raises it)
+MAX_CELLS = 10_000
+#: a suite file is a page of text; anything bigger is a mistake (or hostile)
+MAX_SUITE_BYTES = 1 << 20
 COMPONENT_KEYS = {"name", "params", "grid"}
 SCHEDULES = ("constant", "cosine", "linear")
 PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note"}
@@ -143,45 +157,83 @@ def resolve_suite_path(name_or_path: str | Path) -> Path:
                       f"{SUITES_DIR}: {', '.join(known) or '(none)'}{closest(str(name_or_path), known)}")
 
 
-def load_suite(name_or_path: str | Path, extra_plugins: list[Path] | None = None) -> Suite:
+def load_suite(name_or_path: str | Path, extra_plugins: list[Path] | None = None,
+               max_cells: int = MAX_CELLS) -> Suite:
     """Read, validate and expand a suite file; load the plugins it needs first."""
     path = resolve_suite_path(name_or_path)
-    return parse_suite(path.read_text(encoding="utf-8"), path, extra_plugins)
+    return parse_suite(_read_suite_text(path), path, extra_plugins, max_cells)
 
 
-def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] | None = None) -> Suite:
-    """Validate and expand suite TOML `text` (`path` names it in errors and anchors `plugins`)."""
+def _read_suite_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_SUITE_BYTES, in UTF-8."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"suite file {path}: not a regular file")
+        if info.st_size > MAX_SUITE_BYTES:
+            raise ConfigError(f"suite file {path}: {info.st_size:,} bytes; a suite file may hold at most "
+                              f"{MAX_SUITE_BYTES:,}")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SUITE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"suite file {path}: cannot be read ({exc})") from None
+    if len(raw) > MAX_SUITE_BYTES:  # grew since the stat
+        raise ConfigError(f"suite file {path}: more than {MAX_SUITE_BYTES:,} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"suite file {path}: not UTF-8 text ({exc})") from None
+
+
+def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] | None = None,
+                max_cells: int = MAX_CELLS) -> Suite:
+    """Validate and expand suite TOML `text` (`path` names it in errors and anchors `plugins`).
+
+    A suite that would expand to more than `max_cells` cells is refused before any is built.
+    """
     where = f"suite file {path}" if path else "suite"
+    if len(text) > MAX_SUITE_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters; a suite file may hold at most {MAX_SUITE_BYTES:,}")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply to read") from None
+    check_plain(doc, where)  # NaN, huge ints, control characters, nesting: anywhere in the file
     _check_keys(doc, TOP_KEYS, where)
 
     base = path.parent if path else Path.cwd()
-    plugin_dirs = [(base / p).resolve() for p in _typed(doc, "plugins", list, where, [])]
+    plugin_dirs = []
+    for i, p in enumerate(_typed(doc, "plugins", list, where, [])):
+        if not isinstance(p, str) or not p:
+            raise ConfigError(f"{where}: plugins[{i}]: expected a folder path (a string), got {p!r}")
+        plugin_dirs.append((base / check_text(p, f"{where}: plugins[{i}]", name=True)).resolve())
     plugin_dirs += list(extra_plugins or [])
     for d in plugin_dirs:
+        check_text(str(d), f"{where}: plugins", name=False)
         if not d.is_dir():
             raise ConfigError(f"{where}: plugins: folder {d} does not exist")
     registry.load_plugins(plugin_dirs)
 
     name = _typed(doc, "name", str, where, path.stem if path else "suite")
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"{where}: name must be a plain folder name, got {name!r}")
+    check_text(name, f"{where}: name")
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"{where}: name must be a plain folder name, got {shown(name)}")
     description = _typed(doc, "description", str, where, "")
     seeds = _seeds(doc.get("seeds", [0]), where)
     dtype = _typed(doc, "dtype", str, where, "float32")
     if dtype not in DTYPES:
-        raise ConfigError(f"{where}: dtype: {dtype!r} is not one of {', '.join(DTYPES)}{closest(dtype, DTYPES)}")
+        raise ConfigError(f"{where}: dtype: {shown(dtype)} is not one of {', '.join(DTYPES)}"
+                          f"{closest(dtype, DTYPES)}")
     budget = _budget(doc.get("budget", {}), f"{where}: [budget]")
     evaluation = {"per_decade": 10, "every_epoch": True}
     evaluation.update(_checked_table(doc.get("evaluation", {}), EVAL_KEYS, f"{where}: [evaluation]"))
-    if evaluation["per_decade"] < 1:
-        raise ConfigError(f"{where}: [evaluation] per_decade must be at least 1")
-    if evaluation.get("feedback_metrics", 1) < 0:
-        raise ConfigError(f"{where}: [evaluation] feedback_metrics must be 0 (never) or k >= 1 (every k-th "
-                          f"evaluation), got {evaluation['feedback_metrics']}")
+    for key, (low, high) in EVAL_RANGES.items():
+        if key in evaluation and not low <= evaluation[key] <= high:
+            meaning = " (0: never; k: every k-th evaluation)" if key == "feedback_metrics" else ""
+            raise ConfigError(f"{where}: [evaluation] {key} must lie in {low}..{high:,}{meaning}, "
+                              f"got {evaluation[key]}")
 
     task_entries = _entries(doc, "tasks", where)
     if not task_entries:
@@ -197,7 +249,9 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         raise ConfigError(f"{where}: no [[rules]]: name at least one of: {', '.join(registry.names('rule'))}")
     default_optimizers = _entries(doc, "optimizers", where)
 
-    cells: list[Cell] = []
+    # Names, keys and grid shapes first; then the count, from the grid sizes alone, so that a
+    # suite of a million cells is refused at once instead of expanding for minutes.
+    tasks = []
     for ti, t in enumerate(task_entries):
         t_where = f"{where}: tasks[{ti}]"
         _check_keys(t, COMPONENT_KEYS | {"budget"}, t_where)
@@ -205,29 +259,51 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         # The most specific budget given replaces the others whole (a task entry's, else the
         # suite's, else the task's default): merging key by key would let a default `epochs`
         # silently cut short a suite that asked for `updates`.
-        task_budget = (_budget(t.get("budget", {}), f"{t_where}.budget") or budget or dict(task_cls.budget))
+        task_budget = (_budget(t.get("budget", {}), f"{t_where}.budget") or budget
+                       or _budget({k: v for k, v in dict(task_cls.budget).items() if v is not None}, f"{t_where}: default budget of task '{task_cls.name}'"))
         task_budget = {k: task_budget.get(k) for k in BUDGET_KEYS}
         if all(v is None for v in task_budget.values()):
             raise ConfigError(f"{t_where}: no budget: set updates, epochs or seconds")
+        tasks.append((t, t_where, task_cls, task_budget, _grid_size(t, t_where)))
+    rules = []
+    for ri, r in enumerate(rule_entries):
+        r_where = f"{where}: rules[{ri}]"
+        _check_keys(r, COMPONENT_KEYS | {"optimizers"}, r_where)
+        rule_cls = registry.get_rule(_name(r, r_where), r_where)
+        opt_entries, o_src = _optimizer_entries(r, rule_cls, default_optimizers, r_where)
+        n_opt = sum(_grid_size(o, f"{o_src}[{oi}]") for oi, o in enumerate(opt_entries)) if opt_entries else 1
+        rules.append((r, r_where, rule_cls, opt_entries, o_src, _grid_size(r, r_where) * n_opt))
+    n_tasks, n_rules = sum(t[-1] for t in tasks), sum(r[-1] for r in rules)
+    total = n_tasks * n_rules * len(seeds)
+    if total > max_cells:
+        raise ConfigError(f"{where}: the suite expands to {total:,} cells ({n_tasks:,} task settings x "
+                          f"{n_rules:,} rule and optimizer settings x {len(seeds):,} seeds), more than the "
+                          f"limit of {max_cells:,}; shrink its grids or seeds, or raise the limit with "
+                          f"`plasticity run --max-cells N`")
+
+    rule_points = [(rule_cls, rule, _optimizers(rule_cls, opt_entries, o_src))
+                   for r, r_where, rule_cls, opt_entries, o_src, _ in rules
+                   for rule in _expand(r, rule_cls.Params, "rule", r_where)]
+    cells: list[Cell] = []
+    for t, t_where, task_cls, task_budget, _ in tasks:
         for task in _expand(t, task_cls.Params, "task", t_where):
-            for ri, r in enumerate(rule_entries):
-                r_where = f"{where}: rules[{ri}]"
-                _check_keys(r, COMPONENT_KEYS | {"optimizers"}, r_where)
-                rule_cls = registry.get_rule(_name(r, r_where), r_where)
-                for rule in _expand(r, rule_cls.Params, "rule", r_where):
-                    for opt in _optimizers(r, rule_cls, default_optimizers, r_where):
-                        for seed in seeds:
-                            cells.append(Cell(name, task, rule, opt, seed, task_budget, evaluation, dtype))
+            for _rule_cls, rule, opts in rule_points:
+                for opt in opts:
+                    for seed in seeds:
+                        cells.append(Cell(name, task, rule, opt, seed, task_budget, evaluation, dtype))
+    _refuse_duplicates(cells, where)
     _label(cells)
     published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
     return Suite(name, path, description, text, plugin_dirs, cells, published)
 
 
-def _optimizers(rule_entry: dict, rule_cls: type, defaults: list[dict], where: str) -> list[Component]:
+def _optimizer_entries(rule_entry: dict, rule_cls: type, defaults: list[dict],
+                       where: str) -> tuple[list[dict], str]:
+    """The optimizer entries a rule runs with (none for closed-form rules) and where they came from."""
     if not rule_cls.uses_optimizer:
         if "optimizers" in rule_entry:
             raise ConfigError(f"{where}: rule '{rule_cls.name}' computes its weights itself and takes no optimizer")
-        return [Component(NO_OPTIMIZER, {})]
+        return [], where
     if "optimizers" in rule_entry:
         entries = rule_entry["optimizers"]
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
@@ -239,22 +315,33 @@ def _optimizers(rule_entry: dict, rule_cls: type, defaults: list[dict], where: s
     else:
         name, params = rule_cls.default_optimizer
         entries, src = [{"name": name, "params": dict(params)}], f"{where} (default optimizer of '{rule_cls.name}')"
-    out = []
     for oi, o in enumerate(entries):
         o_where = f"{src}[{oi}]"
         _check_keys(o, COMPONENT_KEYS | {"schedule"}, o_where)
-        spec = registry.get_optimizer(_name(o, o_where), o_where)
+        registry.get_optimizer(_name(o, o_where), o_where)
         schedule = o.get("schedule", "constant")
         if schedule not in SCHEDULES:
-            raise ConfigError(f"{o_where}: schedule {schedule!r} is not one of {', '.join(SCHEDULES)}"
+            shown_schedule = shown(schedule) if isinstance(schedule, str) else repr(schedule)
+            raise ConfigError(f"{o_where}: schedule {shown_schedule} is not one of {', '.join(SCHEDULES)}"
                               f"{closest(str(schedule), SCHEDULES)}")
+    return entries, src
+
+
+def _optimizers(rule_cls: type, entries: list[dict], src: str) -> list[Component]:
+    """Every optimizer setting of a rule (entries checked by `_optimizer_entries`)."""
+    if not rule_cls.uses_optimizer:
+        return [Component(NO_OPTIMIZER, {})]
+    out = []
+    for oi, o in enumerate(entries):
+        o_where = f"{src}[{oi}]"
+        spec = registry.get_optimizer(o["name"], o_where)
+        schedule = o.get("schedule", "constant")
         out += [Component(c.name, c.params, schedule) for c in _expand(o, spec.Params, "optimizer", o_where)]
     return out
 
 
-def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Component]:
-    """Every grid point of one [[tasks]]/[[rules]]/optimizer entry, each validated."""
-    name = entry["name"]
+def _grid_size(entry: dict, where: str) -> int:
+    """The number of grid points of one [[tasks]]/[[rules]]/optimizer entry (its grid checked, not expanded)."""
     fixed = entry.get("params", {})
     grid = entry.get("grid", {})
     for key, val in (("params", fixed), ("grid", grid)):
@@ -267,6 +354,30 @@ def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Compon
             raise ConfigError(f"{where}.grid.{key}: empty grid: give at least one value")
         if key in fixed:
             raise ConfigError(f"{where}: '{key}' is both in params and in grid; keep one")
+    return math.prod(len(v) for v in grid.values())
+
+
+def _refuse_duplicates(cells: list[Cell], where: str) -> None:
+    """Two cells with the same configuration would share one results file and count twice."""
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        cfg = c.config()
+        cfg.pop("suite")
+        key = json.dumps(cfg, sort_keys=True)
+        if key in seen:
+            raise ConfigError(f"{where}: two entries give the same cell (task '{c.task.name}' {c.task.params}, "
+                              f"rule '{c.rule.name}' {c.rule.params}, optimizer '{c.optimizer.name}' "
+                              f"{c.optimizer.params}, seed {c.seed}); a grid value or entry is repeated "
+                              f"(1 and 1.0 are the same value); remove the repeat")
+        seen[key] = c
+
+
+def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Component]:
+    """Every grid point of one [[tasks]]/[[rules]]/optimizer entry, each validated."""
+    _grid_size(entry, where)
+    name = entry["name"]
+    fixed = entry.get("params", {})
+    grid = entry.get("grid", {})
     keys = list(grid)
     out = []
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -328,7 +439,7 @@ def _name(entry: dict, where: str) -> str:
     name = entry.get("name")
     if not isinstance(name, str):
         raise ConfigError(f"{where}: missing 'name' (a string)")
-    return name
+    return check_text(name, f"{where}: name")
 
 
 def _entries(doc: dict, key: str, where: str) -> list[dict]:
@@ -353,32 +464,47 @@ def _typed(doc: dict, key: str, tp: type, where: str, default: Any) -> Any:
 
 
 def _checked_table(table: Any, spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """A table whose keys are those of `spec` and whose values have its types; numbers finite and in 64 bits."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
     _check_keys(table, set(spec), where)
     for key, value in table.items():
         if isinstance(value, bool) and spec[key] is not bool or not isinstance(value, spec[key]):
             raise ConfigError(f"{where}: '{key}' has the wrong type: {type(value).__name__} {value!r}")
+        if isinstance(value, float):
+            check_float(value, f"{where}: '{key}'")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            check_int(value, f"{where}: '{key}'")
     return dict(table)
 
 
 def _budget(table: Any, where: str) -> dict[str, Any]:
+    """A [budget] table: each limit a finite positive number up to BUDGET_MAX (updates a whole number)."""
     out = _checked_table(table, BUDGET_KEYS, where)
     for key, value in out.items():
-        if value <= 0:
-            raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+        if value is not None and not 0 < value <= BUDGET_MAX[key]:
+            raise ConfigError(f"{where}: '{key}' must be positive and at most {BUDGET_MAX[key]:,}, got {value}")
     return out
 
 
-def _seeds(value: Any, where: str) -> list[int]:
+def _seeds(value: Any, where: str) -> range | list[int]:
+    """The seeds: a count n (0..n-1, kept lazy until the suite's size is checked) or a list."""
+    rule = f"each seed a whole number in 0..{SEED_MAX}"
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigError(f"{where}: seeds = {value}: give a positive count or a list of seeds")
-        return list(range(value))
-    if (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
-            and len(set(value)) == len(value)):
+        if not 1 <= value <= SEED_MAX + 1:
+            raise ConfigError(f"{where}: seeds = {value}: give a count in 1..{SEED_MAX + 1:,} or a list of seeds")
+        return range(value)
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        bad = [s for s in value if not 0 <= s <= SEED_MAX]
+        if bad:
+            raise ConfigError(f"{where}: seeds: {bad[0]} is out of range; {rule}")
+        if len(set(value)) != len(value):
+            seen: set[int] = set()
+            repeated = next(s for s in value if s in seen or seen.add(s))
+            raise ConfigError(f"{where}: seeds: {repeated} is listed twice; each seed once")
         return value
-    raise ConfigError(f"{where}: seeds must be a count or a non-empty list of distinct integers, got {value!r}")
+    raise ConfigError(f"{where}: seeds must be a count or a non-empty list of distinct integers ({rule}), "
+                      f"got {value!r}")
 
 
 def _published(entry: dict, where: str) -> dict[str, Any]:
@@ -386,6 +512,8 @@ def _published(entry: dict, where: str) -> dict[str, Any]:
     for key in ("task", "rule", "metric", "source"):
         if not isinstance(entry.get(key), str):
             raise ConfigError(f"{where}: '{key}' (a string) is required")
+    for key in ("task", "rule", "metric"):
+        check_text(entry[key], f"{where}: {key}")
     if entry["metric"] not in ("test_error", "test_accuracy"):
         raise ConfigError(f"{where}: metric must be 'test_error' or 'test_accuracy', got {entry['metric']!r}")
     value = entry.get("value")

@@ -53,27 +53,51 @@ def test_epoch_budget(tmp_path):
     assert final["updates"] == 2 * PER_EPOCH and final["examples"] == 2 * N_TRAIN and final["epochs"] == 2
 
 
-def test_seconds_budget_stops_training(tmp_path):
+class FakeClock:
+    """A clock that moves only by fixed amounts: `tick` per reading, plus whatever `advance` adds."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 1000.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_seconds_budget_stops_training(tmp_path, monkeypatch):
+    clock = FakeClock(tick=0.01)  # one reading per update: 0.3 s of budget is about 30 updates
+    monkeypatch.setattr(engine, "clock", clock)
     cell = cells('[budget]\nseconds = 0.3\nepochs = 100000\n[[rules]]\nname = "bp"\n')[0]
     final = run_cell(cell, tmp_path, CPU, {})
     assert final["status"] == "complete"
-    assert 0.3 <= final["train_seconds"] < 1.5
-    assert final["epochs"] < 100000
+    # stops at the first update whose reading reaches the budget: a reading moves the total by at
+    # most two ticks (one more after an evaluation's closing reading), and the final closing reading adds one
+    assert 0.3 <= final["train_seconds"] <= 0.3 + 3 * clock.tick + 1e-9
+    assert final["updates"] < PER_EPOCH  # the epoch budget, far away, did not end it
 
 
 def test_training_seconds_exclude_evaluation(tmp_path, monkeypatch):
+    clock = FakeClock(tick=0.001)
+    monkeypatch.setattr(engine, "clock", clock)
     real = engine.evaluate
+    eval_seconds = 100.0  # far more than all of training's readings together
 
     def slow_evaluate(net, split):
-        time.sleep(0.02)
+        clock.advance(eval_seconds)
         return real(net, split)
     monkeypatch.setattr(engine, "evaluate", slow_evaluate)
     cell = cells('[budget]\nepochs = 2\n[[rules]]\nname = "bp"\n')[0]
     final = run_cell(cell, tmp_path, CPU, {})
     rec = read_cell(tmp_path / f"{cell.cell_id}.jsonl")
-    eval_sleep = 2 * 0.02 * len(rec.evals)
-    assert final["wall_seconds"] - final["train_seconds"] >= eval_sleep
-    assert final["train_seconds"] < eval_sleep, "evaluation time leaked into training seconds"
+    # two evaluations (validation and test) at each point; the wall clock saw them all
+    eval_total = 2 * eval_seconds * len(rec.evals)
+    assert final["wall_seconds"] - final["train_seconds"] >= eval_total
+    assert 0 < final["train_seconds"] < eval_seconds, "evaluation time leaked into training seconds"
+    seconds = [e["train_seconds"] for e in rec.evals]
+    assert seconds == sorted(seconds) and all(b - a < eval_seconds for a, b in zip(seconds, seconds[1:]))
 
 
 def test_same_seed_same_results_on_cpu(tmp_path):
