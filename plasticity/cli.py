@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<suite name>)")
     run.add_argument("--no-report", action="store_true", help="only run; build the report later with `plasticity report`")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--max-cells", type=int, default=None, metavar="N",
+                     help="refuse a suite that expands to more than N cells (default: 10000)")
     _add_common(run)
 
     rep = sub.add_parser("report", help="rebuild index.html and results.csv of a suite folder from its runs")
@@ -73,8 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise PlasticityError(f"--jobs must be at least 1, got {args.jobs}")
+    from .suite import MAX_CELLS
+    max_cells = MAX_CELLS if args.max_cells is None else args.max_cells
+    if max_cells < 1:
+        raise PlasticityError(f"--max-cells must be at least 1, got {max_cells}")
     registry.load_plugins(args.plugins)
-    suite = load_suite(args.suite, [Path(p).resolve() for p in args.plugins])
+    suite = load_suite(args.suite, [Path(p).resolve() for p in args.plugins], max_cells=max_cells)
     out = args.out or Path("reports") / suite.name
     print(f"suite {suite.name}: {len(suite.cells)} cells -> {out}", file=sys.stderr)
     try:

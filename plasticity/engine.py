@@ -64,7 +64,7 @@ def log_points(per_decade: int) -> Iterator[int]:
         raise ValueError(f"per_decade must be at least 1, got {per_decade}")
     last, k = 0, 0
     while True:
-        p = int(round(10 ** (k / per_decade)))
+        p = round(10 ** (k / per_decade))
         if p > last:
             yield p
             last = p

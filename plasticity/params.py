@@ -70,28 +70,30 @@ def check_int(value: int, where: str) -> int:
     return value
 
 
-def check_plain(value: Any, where: str, depth: int = 0) -> None:
+def check_plain(value: Any, where: str, path: str = "", depth: int = 0) -> None:
     """Walk a value read from a file: no NaN anywhere, ints in 64 bits, names and text clean, depth bounded.
 
-    Infinity is left to the place that reads the value (a budget refuses it; a parameter may allow it).
+    `where` names the file, `path` the key inside it (`rules[0].params.lr`). Infinity is left to
+    the place that reads the value (a budget refuses it; a parameter may allow it).
     """
+    loc = f"{where}: {path}" if path else where
     if depth > MAX_DEPTH:
-        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        raise ConfigError(f"{loc}: nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, bool):
         return
     if isinstance(value, int):
-        check_int(value, where)
+        check_int(value, loc)
     elif isinstance(value, float):
-        check_float(value, where, allow_inf=True)
+        check_float(value, loc, allow_inf=True)
     elif isinstance(value, str):
-        check_text(value, where, name=False)
+        check_text(value, loc, name=False)
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_text(str(key), f"{where}: key", name=True)
-            check_plain(item, f"{where}.{key}" if where else str(key), depth + 1)
+            check_text(str(key), f"{loc}: key")
+            check_plain(item, where, f"{path}.{key}" if path else str(key), depth + 1)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_plain(item, f"{where}[{i}]", depth + 1)
+            check_plain(item, where, f"{path}[{i}]", depth + 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,7 +60,15 @@ from typing import Any
 
 from . import registry
 from .errors import ConfigError, closest
-from .params import as_dict, check_float, check_int, check_plain, check_text, make_params, shown
+from .params import (
+    as_dict,
+    check_float,
+    check_int,
+    check_plain,
+    check_text,
+    make_params,
+    shown,
+)
 from .registry import REPO_ROOT
 
 SUITES_DIR = REPO_ROOT / "suites"

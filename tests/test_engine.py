@@ -1,6 +1,7 @@
 """The engine loop: budgets, evaluation schedule, timing, determinism, divergence, resume."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -97,7 +98,7 @@ def test_training_seconds_exclude_evaluation(tmp_path, monkeypatch):
     assert final["wall_seconds"] - final["train_seconds"] >= eval_total
     assert 0 < final["train_seconds"] < eval_seconds, "evaluation time leaked into training seconds"
     seconds = [e["train_seconds"] for e in rec.evals]
-    assert seconds == sorted(seconds) and all(b - a < eval_seconds for a, b in zip(seconds, seconds[1:]))
+    assert seconds == sorted(seconds) and all(b - a < eval_seconds for a, b in itertools.pairwise(seconds))
 
 
 def test_same_seed_same_results_on_cpu(tmp_path):

@@ -126,3 +126,204 @@ def test_shipped_suites_are_valid():
     for path in sorted((Path(__file__).parents[1] / "suites").glob("*.toml")):
         suite = load_suite(path)
         assert suite.cells, path
+
+
+# ------------------------------------------------------------- numbers that are not numbers
+
+RULE = '[[rules]]\nname = "bp"\n'
+
+
+@pytest.mark.parametrize("table", ["[budget]\n", "TASK"])
+@pytest.mark.parametrize("value, pattern", [
+    ("seconds = nan", r"seconds: nan is not a number"),
+    ("seconds = inf", r"'seconds': inf is not allowed; give a finite value"),
+    ("epochs = inf", r"'epochs': inf is not allowed"),
+    ("epochs = -inf", r"'epochs': -inf is not allowed"),
+    ("epochs = nan", r"epochs: nan is not a number"),
+    ("seconds = 0.0", r"'seconds' must be positive and at most 100,000,000, got 0.0"),
+    ("seconds = 1e300", r"'seconds' must be positive and at most 100,000,000"),
+    ("epochs = 1e7", r"'epochs' must be positive and at most 1,000,000"),
+    ("updates = 0", r"'updates' must be positive and at most 1,000,000,000,000, got 0"),
+    ("updates = -5", r"'updates' must be positive"),
+    ("updates = 100000000000000000000000000000", r"updates: 1000+ is out of range; integers must lie in"),
+    ("updates = 2.5", r"'updates' has the wrong type: float 2.5"),
+])
+def test_budget_values_finite_and_in_range(tmp_path, table, value, pattern):
+    """The suite's [budget] and a task entry's budget are held to the same rules, naming file and key."""
+    if table == "TASK":
+        text = '[[tasks]]\nname = "digits"\nbudget = { ' + value + ' }\n' + RULE
+    else:
+        text = table + value + "\n" + BASE + RULE
+    with pytest.raises(ConfigError, match=pattern) as err:
+        load_suite(suite_file(tmp_path, text))
+    assert str(tmp_path / "s.toml") in str(err.value)
+    assert ("tasks[0].budget" if table == "TASK" else "budget") in str(err.value)
+
+
+def test_task_default_budget_is_checked(monkeypatch):
+    from plasticity import registry
+    monkeypatch.setattr(registry.get_task("digits"), "budget", {"epochs": float("inf")})
+    with pytest.raises(ConfigError, match=r"default budget of task 'digits'.*'epochs': inf is not allowed"):
+        parse_suite(BASE + RULE)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("[evaluation]\nper_decade = 1000000000\n", r"per_decade must lie in 1..1,000, got 1000000000"),
+    ("[evaluation]\nper_decade = 0\n", r"per_decade must lie in 1..1,000"),
+    ("[evaluation]\nper_decade = 1e3\n", r"'per_decade' has the wrong type: float"),
+    ("[evaluation]\nfeedback_metrics = -1\n", r"feedback_metrics must lie in 0..1,000,000,000 \(0: never"),
+    ("[evaluation]\nfeedback_metrics = 99999999999999999999\n", r"feedback_metrics: 9+ is out of range"),
+    ("seeds = [-1]\n", r"seeds: -1 is out of range; each seed a whole number in 0..4294967295"),
+    ("seeds = [0, 4294967296]\n", r"seeds: 4294967296 is out of range"),
+    ("seeds = [3, 1, 3]\n", r"seeds: 3 is listed twice"),
+    ("seeds = 0\n", r"seeds = 0: give a count in 1..4,294,967,296"),
+    ("seeds = 1e3\n", r"seeds must be a count or a non-empty list"),
+    ("seeds = [nan]\n", r"seeds\[0\]: nan is not a number"),
+    ('dtype = "float32\\u0000"\n', r"dtype: .*U\+0000"),
+    ("dtype = 32\n", r"'dtype' must be a str"),
+])
+def test_evaluation_seeds_dtype_checked(text, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        parse_suite(text + BASE + RULE)
+
+
+def test_evaluation_per_decade_at_its_limit_builds_a_schedule_at_once():
+    from plasticity.engine import log_points
+    cell = parse_suite("[evaluation]\nper_decade = 1000\n" + BASE + RULE).cells[0]
+    points = log_points(cell.evaluation["per_decade"])
+    assert [next(points) for _ in range(5)] == [1, 2, 3, 4, 5]
+    huge = log_points(10**15)  # would take forever stepping one index at a time
+    assert [next(huge) for _ in range(3)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("entry, line, pattern", [
+    ("rule", 'optimizers = [{ name = "sgd", params = { lr = nan } }]', r"\.lr: nan is not a number"),
+    ("rule", 'optimizers = [{ name = "sgd", grid = { lr = [0.1, nan] } }]', r"grid\.lr\[1\]: nan is not a number"),
+    ("rule", 'optimizers = [{ name = "sgd", params = { lr = inf } }]', r"\.lr: inf is not allowed"),
+    ("rule", 'optimizers = [{ name = "sgd", params = { lr = 1e999 } }]', r"\.lr: inf is not allowed"),
+    ("rule", 'optimizers = [{ name = "sgd", params = { lr = 100000000000000000000000000000 } }]',
+     r"\.lr: 1000+ is out of range"),
+    ("task", "params = { init_scale = -inf }", r"\.init_scale: -inf is not allowed"),
+    ("task", "params = { hidden = [1000000000000000000000000000000] }", r"\.hidden\[0\]: 1000+ is out of range"),
+    ("task", "params = { hidden = [-3] }", r"hidden widths must be positive, got \[-3\]"),
+    ("task", "grid = { batch_size = [32, -1] }", r"batch_size must be positive"),
+])
+def test_parameter_values_finite_and_in_range(tmp_path, entry, line, pattern):
+    """NaN, infinities and 64-bit overflows in params and grids are ConfigErrors naming file, entry and key."""
+    if entry == "task":
+        text = f'[[tasks]]\nname = "digits"\n{line}\n' + RULE
+    else:
+        text = BASE + RULE + line + "\n"
+    with pytest.raises(ConfigError, match=pattern) as err:
+        load_suite(suite_file(tmp_path, text))
+    assert str(tmp_path / "s.toml") in str(err.value)
+
+
+def test_params_nan_never_inf_only_where_allowed():
+    from dataclasses import dataclass, field
+
+    from plasticity.params import ALLOW_INF, make_params
+
+    @dataclass(frozen=True)
+    class P:
+        scale: float = 1.0
+        cap: float = field(default=1.0, metadata={ALLOW_INF: True})
+        widths: tuple[int, ...] = (1,)
+        anything: object = None
+
+    assert make_params(P, {"cap": float("inf")}, "here").cap == float("inf")
+    for key, value, pattern in [("scale", float("inf"), r"here\.scale: inf is not allowed"),
+                                ("cap", float("nan"), r"here\.cap: nan is not a number"),
+                                ("scale", 10**400, r"here\.scale: 1000+ is out of range"),
+                                ("widths", [2**63], r"here\.widths\[0\]: 9223372036854775808 is out of range")]:
+        with pytest.raises(ConfigError, match=pattern):
+            make_params(P, {key: value}, "here")
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ('name = "a\\u0000b"\n' + BASE + RULE, r"suite file .*s\.toml: name: 'a\\x00b' holds control characters \(U\+0000\)"),
+    ('name = "a\\u202eb"\n' + BASE + RULE, r"name: .* holds control characters \(U\+202E\)"),
+    ('name = "a\\\\b"\n' + BASE + RULE, r"name must be a plain folder name"),
+    (BASE + '[[rules]]\nname = "bp\\u0000"\n', r"rules\[0\]\.name: 'bp\\x00' holds control characters"),
+    ('[[tasks]]\nname = "digits\\u0007"\n' + RULE, r"tasks\[0\]\.name: 'digits\\x07' holds control"),
+    (BASE + RULE + 'optimizers = [{ name = "sg\\u001bd" }]\n', r"optimizers\[0\]\.name: 'sg\\x1bd' holds control"),
+    (BASE + RULE + 'params = { "lo\\u0000ss" = "ce" }\n', r"key: 'lo\\x00ss' holds control characters"),
+    (BASE + '[[rules]]\nname = "tp"\nparams = { feedback_optimizer = "adam\\u0000" }\n',
+     r"feedback_optimizer: 'adam\\x00' holds control characters"),
+    ('plugins = ["my\\u0000rules"]\n' + BASE + RULE, r"plugins\[0\]: 'my\\x00rules' holds control characters"),
+    ('description = "line\\u0000"\n' + BASE + RULE, r"description: 'line\\x00' holds control characters"),
+    ("plugins = [3]\n" + BASE + RULE, r"plugins\[0\]: expected a folder path \(a string\), got 3"),
+    ('description = "' + "x" * 10_001 + '"\n' + BASE + RULE, r"description: text of at most 10,000 characters"),
+    (BASE + '[[rules]]\nname = "' + "b" * 201 + '"\n', r"rules\[0\]: name: a name of at most 200 characters"),
+    (BASE + RULE + "params = { loss = " + "[" * 20 + "]" * 20 + " }\n", r"nested more than 16 levels deep"),
+    (BASE + RULE + "params = { loss = " + "[" * 3000 + "]" * 3000 + " }\n", r"nested too deeply to read"),
+])
+def test_hostile_names_and_values_refused(tmp_path, text, pattern):
+    with pytest.raises(ConfigError, match=pattern) as err:
+        load_suite(suite_file(tmp_path, text))
+    assert str(tmp_path / "s.toml") in str(err.value)
+
+
+def test_free_text_keeps_line_breaks():
+    suite = parse_suite('description = """two\n\tlines"""\n' + BASE + RULE)
+    assert suite.description == "two\n\tlines"
+
+
+def test_suite_file_too_big_or_not_text(tmp_path):
+    path = suite_file(tmp_path, "# " + "x" * (1 << 20) + "\n" + BASE + RULE)
+    with pytest.raises(ConfigError, match=r"s\.toml: 1,048,.* bytes; a suite file may hold at most 1,048,576"):
+        load_suite(path)
+    path.write_bytes(b"name = \"\xff\"\n")
+    with pytest.raises(ConfigError, match=r"s\.toml: not UTF-8 text"):
+        load_suite(path)
+
+
+@pytest.mark.parametrize("grid", ["[0.1, 0.1]", "[1, 1.0]"])
+def test_repeated_grid_value_refused(grid):
+    with pytest.raises(ConfigError, match=r"two entries give the same cell.*remove the repeat"):
+        parse_suite(BASE + RULE + f'optimizers = [{{ name = "sgd", grid = {{ lr = {grid} }} }}]\n')
+
+
+def test_repeated_rule_entry_refused():
+    with pytest.raises(ConfigError, match=r"two entries give the same cell"):
+        parse_suite(BASE + RULE + RULE)
+
+
+# ----------------------------------------------------------------------------- the cell limit
+
+def test_suite_above_cell_limit_refused_before_expansion(monkeypatch):
+    import plasticity.suite as suite_mod
+    expanded = []
+    real = suite_mod._expand
+    monkeypatch.setattr(suite_mod, "_expand", lambda *a: expanded.append(a) or real(*a))
+    values = ", ".join(str(0.001 * (i + 1)) for i in range(1000))
+    text = (BASE + RULE + f'optimizers = [{{ name = "sgd", grid = {{ lr = [{values}], momentum = [{values}] }} }}]\n')
+    with pytest.raises(ConfigError, match=r"expands to 1,000,000 cells \(1 task settings x 1,000,000 rule and "
+                                          r"optimizer settings x 1 seeds\), more than the limit of 10,000.*--max-cells"):
+        parse_suite(text)
+    assert expanded == [], "cells were built before the count was checked"
+    with pytest.raises(ConfigError, match=r"expands to 1,000,000,000 cells"):
+        parse_suite("seeds = 1000000000\n" + BASE + RULE)
+
+
+def test_cell_limit_is_exact_and_adjustable():
+    text = "seeds = 3\n" + BASE + RULE
+    assert len(parse_suite(text, max_cells=3).cells) == 3
+    with pytest.raises(ConfigError, match=r"expands to 3 cells .* limit of 2"):
+        parse_suite(text, max_cells=2)
+    # rules = "all" counts every registered rule (with its default optimizer)
+    from plasticity import registry
+    n_rules = len(registry.names("rule"))
+    with pytest.raises(ConfigError, match=rf"expands to {2 * n_rules} cells"):
+        parse_suite('rules = "all"\nseeds = 2\n' + BASE, max_cells=2 * n_rules - 1)
+
+
+def test_cli_max_cells(tmp_path, capsys):
+    from plasticity.cli import main
+    path = suite_file(tmp_path, "seeds = 3\n[budget]\nupdates = 1\n" + BASE + RULE)
+    assert main(["run", str(path), "--max-cells", "2", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "expands to 3 cells" in err and "limit of 2" in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+    assert main(["run", str(path), "--max-cells", "0", "--out", str(tmp_path / "out")]) == 2
+    assert "--max-cells must be at least 1" in capsys.readouterr().err
