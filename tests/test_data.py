@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import socket
@@ -16,16 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plasticity.data import cifar, download, ensure_cifar10, load_idx_dataset
+from plasticity.data import checksums, cifar, download, ensure_cifar10, load_idx_dataset
 from plasticity.data.idx import read_idx, read_idx_images, read_idx_labels, write_idx
 from plasticity.errors import DataError
 
 
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    """Downloads only ever reach the local test server: the official tables point nowhere."""
+def _no_network(monkeypatch, tmp_path):
+    """Downloads only ever reach the local test server: the official tables point nowhere, and the
+    synthetic files under official names are checked against no official checksum unless a test
+    puts one in the table. Stamps go to a folder of the test's own."""
     monkeypatch.delenv("PLASTICITY_OFFLINE", raising=False)
     monkeypatch.setattr(download, "MIRRORS", {k: [] for k in download.MIRRORS})
+    monkeypatch.setattr(download, "MD5", {k: {} for k in download.MD5})
+    monkeypatch.setenv("PLASTICITY_STAMPS", str(tmp_path / "stamps"))
 
 
 # --------------------------------------------------------------------------------------- IDX
@@ -388,3 +393,224 @@ def test_offline_flag(monkeypatch):
     for value, expected in (("1", True), ("yes", True), ("0", False), ("", False), ("false", False)):
         monkeypatch.setenv("PLASTICITY_OFFLINE", value)
         assert download.offline() is expected
+
+
+# ------------------------------------------------------------ files already on disk: checksums
+
+
+LABELS = "train-labels-idx1-ubyte.gz"
+
+
+def _labels_file(folder: Path, n: int = 5) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / LABELS, np.arange(n, dtype=np.uint8) % 10)
+    return folder / LABELS
+
+
+def test_present_file_checked_against_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_OFFLINE", "1")  # present files need no network
+    path = _labels_file(tmp_path / "mnist")
+    monkeypatch.setitem(download.MD5, "mnist", {LABELS: "0" * 32})
+    with pytest.raises(DataError) as err:
+        download.ensure_file("mnist", LABELS, tmp_path / "mnist")
+    msg = str(err.value)
+    assert str(path) in msg and "0" * 32 in msg and _md5(path.read_bytes()) in msg and "checksum mismatch" in msg
+    monkeypatch.setitem(download.MD5, "mnist", {LABELS: _md5(path.read_bytes())})
+    assert download.ensure_file("mnist", LABELS, tmp_path / "mnist") == path
+
+
+def test_stamp_spares_rehashing_until_the_file_changes(tmp_path, monkeypatch):
+    path = _labels_file(tmp_path / "data" / "mnist")
+    good = _md5(path.read_bytes())
+    hashed = []
+    real = checksums.md5sum
+    monkeypatch.setattr(checksums, "md5sum", lambda p, *a: hashed.append(p) or real(p, *a))
+    checksums.verify(path, good)
+    checksums.verify(path, good)
+    assert hashed == [path], "a stamped, unchanged file is not hashed again"
+    stamps = list((tmp_path / "stamps").glob("*.json"))
+    assert len(stamps) == 1 and json.loads(stamps[0].read_text())["md5"] == good
+    assert sorted(p.name for p in path.parent.iterdir()) == [LABELS], "nothing is written beside the data"
+
+    # the same size, another content, another mtime: hashed again, and the damage found
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(DataError, match=f"expected md5 {good}, found {_md5(bytes(data))}"):
+        checksums.verify(path, good)
+    assert len(hashed) == 2
+    # a stamp for another checksum (a changed table) does not count either
+    checksums.verify(path, _md5(bytes(data)))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        checksums.verify(path, good)
+
+
+def test_stamps_unwritable_fall_back_to_rehashing(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("PLASTICITY_STAMPS", str(blocker / "stamps"))  # cannot be created, even by root
+    path = _labels_file(tmp_path / "mnist")
+    hashed = []
+    real = checksums.md5sum
+    monkeypatch.setattr(checksums, "md5sum", lambda p, *a: hashed.append(p) or real(p, *a))
+    for _ in range(2):
+        checksums.verify(path, _md5(path.read_bytes()))
+    assert len(hashed) == 2
+
+
+def test_stamp_folder_default_is_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("PLASTICITY_STAMPS")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert checksums.stamp_dir() == tmp_path / "cache" / "plasticity" / "stamps"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert checksums.stamp_dir() == tmp_path / "home" / ".cache" / "plasticity" / "stamps"
+
+
+def test_download_is_stamped(server, tmp_path, monkeypatch):
+    base, www = server
+    (www / LABELS).write_bytes(b"labels")
+    monkeypatch.setitem(download.MIRRORS, "mnist", [base])
+    monkeypatch.setitem(download.MD5, "mnist", {LABELS: _md5(b"labels")})
+    monkeypatch.setattr(checksums, "md5sum", lambda *a: pytest.fail("a fresh download was hashed again"))
+    path = download.ensure_file("mnist", LABELS, tmp_path / "mnist")
+    assert download.ensure_file("mnist", LABELS, tmp_path / "mnist") == path
+
+
+# --------------------------------------------------------------- only regular files are read
+
+def _in_thread(fn, seconds: float = 10.0):
+    """fn() in a thread; its exception, or a failure when it does not return in time (a hang)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["error"] = exc
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "reading hung"
+    return box.get("error")
+
+
+@pytest.mark.parametrize("target, kind", [("/dev/zero", "character device"), ("FIFO", "FIFO"),
+                                          ("DIR", "folder")])
+@pytest.mark.parametrize("reader", ["idx", "cifar", "checksum", "link-only"])
+def test_non_regular_files_refused_without_opening(tmp_path, target, kind, reader):
+    if target == "FIFO":
+        target = tmp_path / "fifo"
+        os.mkfifo(target)
+    elif target == "DIR":
+        target = tmp_path / "folder"
+        target.mkdir()
+    elif not os.path.exists(target):
+        pytest.skip("no /dev/zero here")
+    path = tmp_path / "data_batch_1"
+    if reader == "link-only":  # the special file itself under the data file's name, no symlink
+        if target == "/dev/zero":
+            pytest.skip("cannot create a device node")
+        path = Path(target)
+    else:
+        path.symlink_to(target)
+    call = {"idx": lambda: read_idx(path), "cifar": lambda: cifar.read_cifar_batch(path, rows=None),
+            "checksum": lambda: checksums.verify(path, "0" * 32), "link-only": lambda: read_idx(path)}[reader]
+    error = _in_thread(call)
+    assert isinstance(error, DataError), error
+    assert str(path) in str(error) and kind in str(error) and "not a regular file" in str(error)
+
+
+def test_symlink_to_regular_file_is_read(tmp_path):
+    write_idx(tmp_path / "real.gz", np.arange(4, dtype=np.uint8))
+    (tmp_path / "link.gz").symlink_to(tmp_path / "real.gz")
+    assert read_idx(tmp_path / "link.gz").tolist() == [0, 1, 2, 3]
+    (tmp_path / "dangling.gz").symlink_to(tmp_path / "nowhere.gz")
+    with pytest.raises(DataError, match="missing"):
+        read_idx(tmp_path / "dangling.gz")
+
+
+# ------------------------------------------------------- headers checked, inflation bounded
+
+def _idx_header(dims: list[int], code: int = 0x08) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def _gzip_stream(path: Path, head: bytes, zeros: int) -> None:
+    """A gzip file of `head` and then `zeros` zero bytes, written without holding them in memory."""
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(head)
+        chunk = bytes(1 << 20)
+        for _ in range(zeros >> 20):
+            f.write(chunk)
+
+
+def test_gzip_bomb_inflates_no_further_than_the_header_says(tmp_path):
+    import tracemalloc
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    _gzip_stream(path, _idx_header([1000]), 64 << 20)  # ~64 KB on disk, 64 MiB inflated
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"expected 1008 bytes for shape \(1000,\) of uint8, found more than 1008"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"inflating took {peak:,} bytes"
+
+
+@pytest.mark.parametrize("dims, code, pattern", [
+    ([0xFFFFFFFF] * 3, 0x08, (r"declares shape \(4294967295, 4294967295, 4294967295\) of uint8, [\d,]+ bytes, "
+                              r"more than the 1,073,741,824 allowed")),
+    ([2**16, 2**16, 2**16], 0x0E, r"declares shape .* of float64"),
+    ([1] * 9, 0x08, r"expected 1..8 dimensions, found 9"),
+    ([], 0x08, r"expected 1..8 dimensions, found 0"),
+])
+def test_idx_header_checked_before_allocation(tmp_path, dims, code, pattern):
+    for name in ("x.gz", "x"):
+        path = tmp_path / name
+        head = _idx_header(dims, code) + b"\0" * 8
+        path.write_bytes(gzip.compress(head) if name.endswith(".gz") else head)
+        with pytest.raises(DataError, match=pattern):
+            read_idx(path)
+
+
+def test_idx_truncated_header(tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(_idx_header([3, 2, 2])[:9])
+    with pytest.raises(DataError, match=r"expected a 16-byte header for 3 dimensions, found the file ends"):
+        read_idx(path)
+
+
+def test_known_dataset_shape_bounds(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLASTICITY_OFFLINE", "1")
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    # the header claims one image more than MNIST's training set (no payload behind it)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_header([60001, 28, 28])))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+    with pytest.raises(DataError, match=r"dimension 0 at most 60,000 .* found 60,001"):
+        load_idx_dataset(tmp_path, "mnist")
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((3, 32, 32), np.uint8))
+    with pytest.raises(DataError, match=r"dimension 1 at most 28"):
+        load_idx_dataset(tmp_path, "mnist")
+
+
+def test_cifar_batch_size_bounded_before_reading(tmp_path):
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:  # sparse: 10 GB on paper, nothing on disk
+        f.truncate(10 * 10**9)
+    with pytest.raises(DataError, match=r"holds 10,000,000,000 bytes, more than the 32,817,152"):
+        cifar.read_cifar_batch(path)
+    with pytest.raises(DataError, match=r"more than the 268,435,456"):
+        cifar.read_cifar_batch(path, rows=None)
+
+
+def test_extract_refuses_archive_bigger_than_expected(tmp_path):
+    archive = tmp_path / "big.tar.gz"
+    _tar(archive, {"cifar-10-batches-py/data_batch_1": bytes(5000)})
+    with pytest.raises(DataError, match=r"would extract 5,000 bytes, more than the 1,000 expected"):
+        download.extract_tar(archive, tmp_path / "out", max_bytes=1000)
+    assert not (tmp_path / "out" / "cifar-10-batches-py").exists()

@@ -19,6 +19,10 @@ from .files import bad_file, read_file
 
 ROWS_PER_BATCH = 10000
 N_FEATURES = 3 * 32 * 32  # channel-major: 1024 red, 1024 green, 1024 blue values per image
+#: Room in a batch file beyond its pixels: labels, file names, pickle framing (an official batch uses ~0.7 MB).
+BATCH_OVERHEAD_BYTES = 2 << 20
+#: The largest batch read when the number of rows is not fixed (`rows=None`).
+MAX_BATCH_BYTES = 256 << 20
 N_CLASSES = 10
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -85,10 +89,13 @@ def _bad(path: Path, problem: str) -> DataError:
 def read_cifar_batch(path: str | Path, rows: int | None = ROWS_PER_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """One batch file: images uint8 (n, 3072) in CHW order and labels int64 (n,) in 0..9.
 
-    `rows` is the number of images every official batch holds; None accepts any number.
+    `rows` is the number of images every official batch holds; None accepts any number. The
+    file may be no larger than such a batch can be (the pixels plus `BATCH_OVERHEAD_BYTES`), so
+    a huge or endless file is refused before it is read.
     """
     path = Path(path)
-    raw = read_file(path, HOLDING)
+    max_bytes = MAX_BATCH_BYTES if rows is None else rows * N_FEATURES + BATCH_OVERHEAD_BYTES
+    raw = read_file(path, HOLDING, max_bytes)
     try:
         batch = safe_load(raw)
     except ForbiddenGlobal as exc:

@@ -4,6 +4,9 @@ Every download goes to a temporary file beside the target, is checked against it
 then renamed into place, so an interrupted or corrupted transfer never leaves a file that looks
 complete. Mirrors are tried in order. `PLASTICITY_OFFLINE=1` turns downloads off.
 
+A file already on disk is checked against the same table the first time it is used (and again
+whenever it changes; see `checksums` for the stamps that spare rehashing it on every run).
+
 The URL and checksum tables are module-level data (`MIRRORS`, `MD5`) so that tests, or users
 behind a proxy cache, can point them elsewhere.
 """
@@ -20,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError
+from .checksums import verify, write_stamp
+from .files import open_regular
 
 #: Base URLs per dataset, tried in order; a file's URL is base + file name.
 MIRRORS: dict[str, list[str]] = {
@@ -64,15 +69,6 @@ def supply_hint(directory: Path) -> str:
     return (f"to supply the files yourself, put them in {directory} or point --data-dir DIR "
             f"(or PLASTICITY_DATA=DIR) at a folder holding mnist/, fashion-mnist/ and "
             f"cifar-10-batches-py/")
-
-
-def md5sum(path: Path) -> str:
-    """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)  # a checksum, not security
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fetch_one(url: str, dest: Path, md5: str, timeout: float) -> None:
@@ -135,27 +131,40 @@ def missing_error(path: Path, dataset: str) -> DataError:
 
 
 def ensure_file(dataset: str, filename: str, directory: Path) -> Path:
-    """`directory/filename`, downloaded from the dataset's mirrors first when it is missing."""
+    """`directory/filename`, checked against the checksum table when present, else downloaded first.
+
+    A file present on disk whose md5 differs from the table's is a DataError naming both sums
+    (files the table does not list are only checked for structure by their readers).
+    """
     path = Path(directory) / filename
-    if path.exists():
+    md5 = MD5.get(dataset, {}).get(filename)
+    if os.path.lexists(path):  # a dangling or hostile symlink is reported, not downloaded over
+        if md5 is not None:
+            verify(path, md5, supply_hint(path.parent))
         return path
     if offline():
         raise missing_error(path, dataset)
-    try:
-        md5 = MD5[dataset][filename]
-    except KeyError:
+    if md5 is None:
         raise DataError(f"{path} is missing and is not a known file of {dataset}; "
-                        f"{supply_hint(path.parent)}") from None
-    return fetch([base + filename for base in MIRRORS.get(dataset, [])], path, md5)
+                        f"{supply_hint(path.parent)}")
+    fetch([base + filename for base in MIRRORS.get(dataset, [])], path, md5)
+    write_stamp(path, md5)  # checked while it downloaded: no need to hash it again
+    return path
 
 
-def _check_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
-    """The archive's members, refusing anything but plain files and folders with relative paths.
+def _check_members(tf: tarfile.TarFile, archive: Path, max_bytes: int) -> list[tarfile.TarInfo]:
+    """The archive's members, refusing anything but plain files and folders with relative paths,
+    and an archive whose files together would hold more than `max_bytes`.
 
     `filter="data"` already blocks these; checking here too gives a message that names the
     archive and keeps extraction safe on Pythons whose tarfile lacks filters.
     """
     members = tf.getmembers()
+    total = sum(m.size for m in members if m.isfile())
+    if total > max_bytes:
+        raise DataError(f"{archive} would extract {total:,} bytes, more than the {max_bytes:,} expected; it "
+                        f"was not extracted. Delete the archive so it is downloaded again, or "
+                        f"{supply_hint(archive.parent)}")
     for m in members:
         parts = Path(m.name).parts
         if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in parts:
@@ -165,7 +174,11 @@ def _check_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
     return members
 
 
-def extract_tar(archive: Path, dest: Path) -> None:
+#: The most an archive may extract: the CIFAR-10 python archive holds about 178 MB.
+MAX_EXTRACT_BYTES = 512 << 20
+
+
+def extract_tar(archive: Path, dest: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> None:
     """Extract a .tar(.gz) archive safely into `dest`, never overwriting a file already there.
 
     Extraction goes to a temporary folder first and files are moved into place one by one, so
@@ -176,8 +189,8 @@ def extract_tar(archive: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
         try:
-            with tarfile.open(archive) as tf:
-                members = _check_members(tf, archive)
+            with open_regular(archive) as raw, tarfile.open(fileobj=raw) as tf:
+                members = _check_members(tf, archive, max_bytes)
                 if hasattr(tarfile, "data_filter"):
                     tf.extractall(tmp, members=members, filter="data")
                 else:  # Python < 3.11.4: the member check above is the safeguard
