@@ -175,6 +175,7 @@ def coerce(value: Any, tp: Any, where: str, allow_inf: bool = False) -> Any:
         if isinstance(value, str):
             return check_text(value, where)
     elif isinstance(value, tp):
+        check_plain(value, where)  # e.g. `object`: whatever it holds is still held to the file's rules
         return value
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 

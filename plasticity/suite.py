@@ -62,8 +62,6 @@ from . import registry
 from .errors import ConfigError, closest
 from .params import (
     as_dict,
-    check_float,
-    check_int,
     check_plain,
     check_text,
     make_params,
@@ -208,7 +206,6 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{where}: values nested too deeply to read") from None
-    check_plain(doc, where)  # NaN, huge ints, control characters, nesting: anywhere in the file
     _check_keys(doc, TOP_KEYS, where)
 
     base = path.parent if path else Path.cwd()
@@ -302,6 +299,9 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     _refuse_duplicates(cells, where)
     _label(cells)
     published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
+    # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
+    # 64 bits, control characters and deep nesting are refused wherever else they hide in the file.
+    check_plain(doc, where)
     return Suite(name, path, description, text, plugin_dirs, cells, published)
 
 
@@ -460,7 +460,7 @@ def _entries(doc: dict, key: str, where: str) -> list[dict]:
 def _check_keys(table: dict, known: set[str], where: str) -> None:
     for key in table:
         if key not in known:
-            raise ConfigError(f"{where}: unknown key '{key}'{closest(key, known)}; "
+            raise ConfigError(f"{where}: unknown key {shown(str(key))}{closest(str(key), known)}; "
                               f"known keys: {', '.join(sorted(known))}")
 
 
@@ -472,17 +472,13 @@ def _typed(doc: dict, key: str, tp: type, where: str, default: Any) -> Any:
 
 
 def _checked_table(table: Any, spec: dict[str, Any], where: str) -> dict[str, Any]:
-    """A table whose keys are those of `spec` and whose values have its types; numbers finite and in 64 bits."""
+    """A table whose keys are those of `spec` and whose values have its types (the caller checks ranges)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
     _check_keys(table, set(spec), where)
     for key, value in table.items():
         if isinstance(value, bool) and spec[key] is not bool or not isinstance(value, spec[key]):
             raise ConfigError(f"{where}: '{key}' has the wrong type: {type(value).__name__} {value!r}")
-        if isinstance(value, float):
-            check_float(value, f"{where}: '{key}'")
-        elif isinstance(value, int) and not isinstance(value, bool):
-            check_int(value, f"{where}: '{key}'")
     return dict(table)
 
 
@@ -490,8 +486,11 @@ def _budget(table: Any, where: str) -> dict[str, Any]:
     """A [budget] table: each limit a finite positive number up to BUDGET_MAX (updates a whole number)."""
     out = _checked_table(table, BUDGET_KEYS, where)
     for key, value in out.items():
-        if value is not None and not 0 < value <= BUDGET_MAX[key]:
-            raise ConfigError(f"{where}: '{key}' must be positive and at most {BUDGET_MAX[key]:,}, got {value}")
+        # NaN fails every comparison, so `not 0 < nan` refuses it; ints are compared exactly, never overflow
+        if not (0 < value <= BUDGET_MAX[key]):
+            kind = "a whole number" if key == "updates" else "a finite number"
+            raise ConfigError(f"{where}: '{key}' must be {kind} in the range 0 < {key} <= {BUDGET_MAX[key]:,}, "
+                              f"got {value}")
     return out
 
 
@@ -522,6 +521,8 @@ def _published(entry: dict, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: '{key}' (a string) is required")
     for key in ("task", "rule", "metric"):
         check_text(entry[key], f"{where}: {key}")
+    if not isinstance(entry.get("note", ""), str):
+        raise ConfigError(f"{where}: 'note' must be a string, got {type(entry['note']).__name__}")
     if entry["metric"] not in ("test_error", "test_accuracy"):
         raise ConfigError(f"{where}: metric must be 'test_error' or 'test_accuracy', got {entry['metric']!r}")
     value = entry.get("value")
