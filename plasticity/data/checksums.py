@@ -34,7 +34,7 @@ def stamp_dir() -> Path:
     return Path(cache) / "plasticity" / "stamps"
 
 
-def md5sum(path: Path, holding: str = "it") -> str:
+def md5sum(path: Path, holding: str | None = None) -> str:
     """Hex md5 of a regular file, read in chunks (a device or FIFO is refused, never read)."""
     digest = hashlib.md5(usedforsecurity=False)  # a checksum, not security
     with open_regular(Path(path), holding) as f:

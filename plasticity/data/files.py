@@ -20,23 +20,24 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (sta
           (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
 
 
-def bad_file(path: Path, problem: str, holding: str = "the files") -> DataError:
+def bad_file(path: Path, problem: str, holding: str | None = None) -> DataError:
     """The error for a file that exists but is unusable; `holding` names what the data dir holds."""
     return DataError(f"{path}: {problem}. Replace it with a good copy (point --data-dir DIR or "
-                     f"PLASTICITY_DATA=DIR at a folder holding {holding}), or delete it so it is "
+                     f"PLASTICITY_DATA=DIR at a folder holding {holding or 'the files'}), or delete it so it is "
                      f"downloaded again")
 
 
-def missing_file(path: Path, holding: str = "it") -> DataError:
+def missing_file(path: Path, holding: str | None = None) -> DataError:
+    """The error for a file that is not there (a dangling symlink included)."""
     return DataError(f"{path} is missing; point --data-dir DIR or PLASTICITY_DATA=DIR at a "
-                     f"folder holding {holding}, or let plasticity download it")
+                     f"folder holding {holding or 'it'}, or let plasticity download it")
 
 
 def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def regular_stat(path: Path, holding: str = "it") -> os.stat_result:
+def regular_stat(path: Path, holding: str | None = None) -> os.stat_result:
     """`os.stat` of the file (a symlink followed), refusing anything that is not a regular file."""
     try:
         info = os.stat(path)
@@ -50,7 +51,7 @@ def regular_stat(path: Path, holding: str = "it") -> os.stat_result:
     return info
 
 
-def open_regular(path: Path, holding: str = "it") -> BinaryIO:
+def open_regular(path: Path, holding: str | None = None) -> BinaryIO:
     """The file opened for reading, when it is (or a symlink points to) a regular file."""
     before = regular_stat(path, holding)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -67,7 +68,7 @@ def open_regular(path: Path, holding: str = "it") -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_file(path: Path, holding: str = "it", max_bytes: int | None = None) -> bytes:
+def read_file(path: Path, holding: str | None = None, max_bytes: int | None = None) -> bytes:
     """The file's bytes, refusing a file larger than `max_bytes` before reading it."""
     with open_regular(path, holding) as f:
         size = os.fstat(f.fileno()).st_size
