@@ -236,9 +236,9 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     evaluation.update(_checked_table(doc.get("evaluation", {}), EVAL_KEYS, f"{where}: [evaluation]"))
     for key, (low, high) in EVAL_RANGES.items():
         if key in evaluation and not low <= evaluation[key] <= high:
-            meaning = " (0: never; k: every k-th evaluation)" if key == "feedback_metrics" else ""
-            raise ConfigError(f"{where}: [evaluation] {key} must lie in {low}..{high:,}{meaning}, "
-                              f"got {evaluation[key]}")
+            rng = ("be 0 (never) or k in 1..{high:,} (every k-th evaluation)" if key == "feedback_metrics"
+                   else "lie in {low}..{high:,}").format(low=low, high=high)
+            raise ConfigError(f"{where}: [evaluation] {key} must {rng}, got {evaluation[key]}")
 
     task_entries = _entries(doc, "tasks", where)
     if not task_entries:
