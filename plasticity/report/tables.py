@@ -176,9 +176,11 @@ def curves_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
                     "updates", "epoch", "examples", "train_seconds", "train_loss",
                     "val_accuracy", "val_loss", "test_accuracy")},
             })
-    columns = ["task", "variant", "seed", "cell_id", "status", "updates", "epoch", "examples",
-               "train_seconds", "train_loss", "val_accuracy", "val_loss", "test_accuracy"]
-    return pd.DataFrame(rows, columns=columns)
+    numbers = ["updates", "epoch", "examples", "train_seconds", "train_loss", "val_accuracy", "val_loss",
+               "test_accuracy"]
+    frame = pd.DataFrame(rows, columns=["task", "variant", "seed", "cell_id", "status"] + numbers)
+    # Numeric even with no rows (a suite whose only cell was interrupted before its first evaluation).
+    return frame.astype({c: float for c in numbers})
 
 
 def split_metric_key(key: str) -> tuple[str, str]:
