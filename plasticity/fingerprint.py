@@ -42,11 +42,15 @@ ENGINE_MODULES = ("engine.py", "network.py", "rule.py", "feedback.py", "linalg.p
 PARTS = ("config", "rule_source", "task_source", "optimizer_source", "engine", "plasticity", "torch", "dtype")
 
 _file_hashes: dict[Path, str] = {}
+_class_files: dict[type, dict[str, str]] = {}
+_engine_files: dict[str, str] = {}
 
 
 def forget_sources() -> None:
     """Drop the cached source hashes (a long-lived process that reloaded its plugins)."""
     _file_hashes.clear()
+    _class_files.clear()
+    _engine_files.clear()
 
 
 def _digest(data: bytes) -> str:
@@ -71,6 +75,8 @@ def _display(path: Path) -> str:
 def class_sources(cls: type) -> dict[str, str]:
     """{file: hash} of every file defining `cls` or one of its base classes, leaving out the
     standard library and torch (their version stands for them)."""
+    if cls in _class_files:  # a grid of thousands of cells asks for the same few classes
+        return _class_files[cls]
     out: dict[str, str] = {}
     for klass in inspect.getmro(cls):
         top = klass.__module__.split(".")[0]
@@ -85,18 +91,19 @@ def class_sources(cls: type) -> dict[str, str]:
         else:
             # Defined where no file holds it (an interactive session): its name is all we know.
             out[f"{klass.__module__}.{klass.__qualname__}"] = "unavailable"
+    _class_files[cls] = out
     return out
 
 
 def engine_sources() -> dict[str, str]:
-    """{module: hash} of ENGINE_MODULES."""
-    out: dict[str, str] = {}
-    for name in ENGINE_MODULES:
-        path = PACKAGE_DIR / name
-        files = sorted(path.glob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            out[f"plasticity/{f.relative_to(PACKAGE_DIR)}"] = _file_hash(f)
-    return out
+    """{module: hash} of ENGINE_MODULES (hashed once per process)."""
+    if not _engine_files:
+        for name in ENGINE_MODULES:
+            path = PACKAGE_DIR / name
+            files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+            for f in files:
+                _engine_files[f"plasticity/{f.relative_to(PACKAGE_DIR)}"] = _file_hash(f)
+    return dict(_engine_files)
 
 
 def _combined(files: dict[str, str]) -> str:
@@ -115,13 +122,12 @@ def fingerprint(cell: Cell) -> dict[str, Any]:
     task_files = class_sources(registry.get_task(cell.task.name))
     opt_files = ({} if cell.optimizer.name == NO_OPTIMIZER
                  else class_sources(registry.get_optimizer(cell.optimizer.name)))
-    engine_files = engine_sources()
     parts = {
         "config": _digest(json.dumps(config, sort_keys=True).encode()),
         "rule_source": _combined(rule_files),
         "task_source": _combined(task_files),
         "optimizer_source": _combined(opt_files) if opt_files else NO_OPTIMIZER,
-        "engine": _combined(engine_files),
+        "engine": _combined(engine_sources()),
         "plasticity": __version__,
         "torch": torch.__version__,
         "dtype": cell.dtype,

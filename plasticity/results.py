@@ -5,8 +5,13 @@ line is written is the file renamed to `<id>.jsonl` (os.replace is atomic), so a
 never leaves a file that reads as complete. A cell that raised is kept as `<id>.error.jsonl`
 for the report and retried on the next run.
 
+Which files count is decided here too (`select_cells`): the cells `suite.json` lists (the suite
+as `plasticity run` last expanded it) with the fingerprint it recorded for each; see
+`plasticity.fingerprint` for what a fingerprint covers.
+
 Line types:
-  {"type": "header", "cell_id", "config", "labels", "thresholds", "provenance", "started"}
+  {"type": "header", "cell_id", "config", "labels", "fingerprint": {"hash", "parts", "files"},
+   "thresholds", "provenance", "started"}
   {"type": "eval", "updates", "epoch", "examples", "train_seconds", "train_loss",
    "val_accuracy", "val_loss", "test_accuracy", "diagnostics": {...}, "feedback": {...}}
   {"type": "final", "status": "complete" | "diverged" | "error", "updates", "examples",
