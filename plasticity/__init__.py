@@ -1,8 +1,11 @@
 """plasticity: a benchmark suite for biologically-plausible learning rules.
 
 Public API for plugin authors: the decorators, the `LearningRule`, `Task` and `OptimizerSpec`
-base classes, and the network they operate on.
+base classes, and the network they operate on. For analysis: `load_results(folder)`, a suite
+folder's runs as pandas DataFrames (see `plasticity.frames`).
 """
+from typing import Any
+
 from .errors import ConfigError, DataError, PlasticityError, RegistryError
 from .network import MLP, Trace
 from .optimizers import OptimizerSpec, build_optimizer
@@ -16,4 +19,13 @@ __all__ = [
     "MLP", "Trace", "LearningRule", "FeedbackPair", "Task", "TaskParams", "TaskData", "RawData", "Split",
     "Activation", "OptimizerSpec", "build_optimizer", "register_rule", "register_task", "register_optimizer",
     "load_plugins", "default_data_dir", "PlasticityError", "ConfigError", "DataError", "RegistryError",
+    "load_results",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # load_results on first use: pandas and the report stay out of `import plasticity` (plugins import it).
+    if name == "load_results":
+        from .frames import load_results
+        return load_results
+    raise AttributeError(f"module 'plasticity' has no attribute {name!r}")

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--max-cells", type=int, default=None, metavar="N",
                      help="refuse a suite that expands to more than N cells (default: 10000)")
+    run.add_argument("--keep-stale", action="store_true",
+                     help="keep finished cells whose fingerprint (code, versions) changed instead of rerunning "
+                          "them; the report marks them stale")
     _add_common(run)
 
     rep = sub.add_parser("report", help="rebuild index.html and results.csv of a suite folder from its runs")
@@ -84,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / suite.name
     print(f"suite {suite.name}: {len(suite.cells)} cells -> {out}", file=sys.stderr)
     try:
-        summary = run_suite(suite, out, args.device, args.jobs, args.data_dir, progress=not args.no_progress)
+        summary = run_suite(suite, out, args.device, args.jobs, args.data_dir, progress=not args.no_progress,
+                            keep_stale=args.keep_stale)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are kept in {out / 'runs'}; "
               f"run the same command again to resume", file=sys.stderr)

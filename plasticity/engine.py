@@ -22,6 +22,7 @@ import torch
 
 from . import metrics, registry
 from .errors import ConfigError, PlasticityError
+from .fingerprint import fingerprint
 from .network import weights_finite
 from .params import make_params
 from .results import CellWriter
@@ -280,7 +281,7 @@ def run_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[
     """Train a cell into `runs_dir`; an exception becomes an `error` final line (Ctrl-C does not)."""
     writer = CellWriter(runs_dir, cell.cell_id)
     header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
-              "provenance": provenance, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "fingerprint": fingerprint(cell), "provenance": provenance, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
         return train_cell(cell, writer, header, device, data_dir, on_progress)
     except (KeyboardInterrupt, SystemExit):

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from . import registry
 from .engine import Progress, resolve_device, run_cell
+from .fingerprint import suite_manifest
 from .provenance import provenance
-from .results import is_complete, write_json
+from .results import needs_run, write_json
 from .suite import Cell, Suite
 
 
@@ -60,17 +61,20 @@ def _describe(cell: Cell) -> str:
 
 
 def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int = 1,
-              data_dir: Path | None = None, progress: bool = True) -> RunSummary:
-    """Run every cell of `suite` not already complete in `out_dir`; return counts and errors."""
+              data_dir: Path | None = None, progress: bool = True, keep_stale: bool = False) -> RunSummary:
+    """Run every cell of `suite` not already complete in `out_dir` with the same fingerprint (any
+    finished one with `keep_stale`); return counts and errors."""
     out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "suite.json", {**suite.meta(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     dev = resolve_device(device)
     unique: dict[str, Cell] = {}
     for cell in suite.cells:
         unique.setdefault(cell.cell_id, cell)
-    todo = [c for c in unique.values() if not is_complete(runs_dir, c.cell_id)]
+    manifest = suite_manifest(unique.values())  # the cells the report counts, with their fingerprints
+    write_json(out_dir / "suite.json", {**suite.meta(), "cells": manifest, "keep_stale": keep_stale,
+                                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    todo = [c for c in unique.values() if needs_run(runs_dir, c.cell_id, manifest[c.cell_id]["hash"], keep_stale)]
     summary = RunSummary(total=len(unique), skipped=len(unique) - len(todo))
     if not todo:
         return summary

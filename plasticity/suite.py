@@ -410,6 +410,7 @@ def _label(cells: list[Cell]) -> None:
         groups.setdefault((c.task.name, c.rule.name), []).append(c)
     for group in groups.values():
         shared = _varying(group, "task") + _varying(group, "rule")
+        budget_varies = len({json.dumps(c.budget, sort_keys=True) for c in group}) > 1
         by_optimizer: dict[str, list[Cell]] = {}
         for c in group:
             by_optimizer.setdefault(c.optimizer.name, []).append(c)
@@ -417,7 +418,11 @@ def _label(cells: list[Cell]) -> None:
             varying = shared + _varying(sub, "optimizer")
             for c in sub:
                 grid = {k: getattr(c, k.split(".")[0]).params.get(k.split(".", 1)[1]) for k in varying}
-                c.labels = {"variant": _variant(c, varying), "rule": c.rule.name,
+                variant = _variant(c, varying)
+                if budget_varies:  # two [[tasks]] entries of one task with their own budgets
+                    variant += " [budget " + ", ".join(f"{k}={_fmt(v)}" for k, v in c.budget.items()
+                                                       if v is not None) + "]"
+                c.labels = {"variant": variant, "rule": c.rule.name,
                             "optimizer": c.optimizer.name, "grid": grid}
 
 

@@ -26,11 +26,11 @@ def test_run_writes_report_with_diverged_cell(tmp_path, capsys, misbehaving_rule
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 4
     required = {"task", "rule", "optimizer", "seed", "status", "updates", "examples", "train_seconds",
-                "val_accuracy", "test_accuracy", "updates_to_0.8", "updates_to_0.9", "updates_to_0.95"}
+                "val_accuracy_pct", "test_accuracy_pct", "updates_to_80pct", "updates_to_90pct", "updates_to_95pct"}
     assert required <= set(rows[0])
     statuses = sorted((r["rule"], r["status"]) for r in rows)
     assert statuses == [("bp", "complete")] * 2 + [("test_nan", "diverged")] * 2
-    assert all(float(r["test_accuracy"]) > 0.8 for r in rows if r["rule"] == "bp")
+    assert all(float(r["test_accuracy_pct"]) > 80 for r in rows if r["rule"] == "bp")
 
     html = html_path.read_text()
     assert "test_nan" in html and "2/2" in html  # the diverged count of that variant

@@ -46,3 +46,22 @@ def test_readme_gofau_example_runs_and_trains():
         final = float(torch.nn.functional.cross_entropy(model(x), y))
     assert final < 0.5 * math.log(10), f"loss after the example's 100 steps: {final:.3f}"
     assert "state" in namespace["state"]
+
+
+def test_readme_results_as_data_example_runs(tmp_path, capsys):
+    """The "Results as data" block runs as printed on a real suite folder and prints the means."""
+    from plasticity.runner import run_suite
+    from plasticity.suite import parse_suite
+
+    folder = tmp_path / "quick"
+    suite = parse_suite('seeds = 2\n[budget]\nupdates = 3\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
+    run_suite(suite, folder, "cpu", progress=False)
+    section = README.read_text().split("## Results as data")[1].split("\n## ")[0]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    assert '"reports/quick"' in block
+    namespace: dict = {}
+    exec(compile(block.replace('"reports/quick"', repr(str(folder))), "README.md", "exec"), namespace)
+    assert len(namespace["done"]) == 2 and namespace["done"]["optimizer.lr"].notna().all()
+    out = capsys.readouterr().out
+    assert "mean" in out and "bp + sgd" in out and "optimizer.lr" in out
+    assert namespace["curves"].max() > 1  # percent

@@ -142,15 +142,16 @@ def test_results_csv(suite, report):
         rows = list(csv.DictReader(fh))
     columns = set(rows[0])
     required = {"task", "rule", "optimizer", "variant", "seed", "status", "updates", "examples",
-                "train_seconds", "val_accuracy", "test_accuracy", "cell_id", "optimizer.lr"}
-    for thr in ("0.9", "0.95", "0.97"):
-        required |= {f"updates_to_{thr}", f"seconds_to_{thr}", f"examples_to_{thr}"}
+                "train_seconds", "val_accuracy_pct", "test_accuracy_pct", "cell_id", "optimizer.lr"}
+    for thr in ("90", "95", "97"):
+        required |= {f"updates_to_{thr}pct", f"seconds_to_{thr}pct", f"examples_to_{thr}pct"}
     assert required <= columns
     assert len(rows) == 11 + 1 + 1 + 1  # complete + diverged + errored + hand-written; no .part
     assert {r["status"] for r in rows} == {"complete", "diverged", "error"}
     assert all(r["updates"] == "" or r["updates"].isdigit() for r in rows)
     slow = [r for r in rows if r["variant"] == "fa + sgd(lr=0.01)"]
-    assert all(r["updates_to_0.97"] == "" for r in slow)  # never reached -> empty
+    assert all(r["updates_to_97pct"] == "" for r in slow)  # never reached -> empty
+    assert all(50 < float(r["test_accuracy_pct"]) <= 100 for r in rows if r["status"] == "complete")  # percent
     assert {r["optimizer.lr"] for r in rows if r["rule"] == "bp"} == {"0.01", "0.1"}
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..results import CellRecord, load_cells
+from ..results import CellRecord, Selection, select_cells
 from . import figures, sections
 from .html import join, page, section, tag
 from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, write_results_csv
@@ -25,10 +25,14 @@ def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def render_report(suite_dir: Path, cells: list[CellRecord] | None = None) -> str:
-    """The report's HTML text for a suite folder (nothing written); `cells` if already loaded."""
+def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
+                  selection: Selection | None = None) -> str:
+    """The report's HTML text for a suite folder (nothing written); `cells` if already loaded
+    (else the cells of the suite as `select_cells` places them)."""
     suite = read_suite_meta(suite_dir)
-    cells = load_cells(suite_dir) if cells is None else cells
+    if cells is None:
+        selection = select_cells(suite_dir) if selection is None else selection
+        cells = selection.cells
     frame = cells_frame(cells)
     order = variant_order(frame)
     colors = figures.variant_colors(order)  # one colour per variant across tasks and figures
@@ -37,6 +41,8 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None) -> str
     feedback = per_layer_frame(cells, "feedback")
     diagnostics = per_layer_frame(cells, "diagnostics")
     body = [sections.header(suite, frame, tasks)]
+    if selection is not None:
+        body.append(sections.membership_note(selection))
     if not tasks:
         body.append(section("empty", "No results yet", tag("p", "The runs folder holds no cells.")))
     for i, task in enumerate(tasks):
@@ -52,10 +58,10 @@ def build_report(suite_dir: Path) -> Path:
     """Write `index.html` (self-contained, offline) and `results.csv` into the suite folder;
     return the path of the HTML file."""
     suite_dir = Path(suite_dir)
-    cells = load_cells(suite_dir)
-    write_results_csv(cells, suite_dir / "results.csv")
+    selection = select_cells(suite_dir)
+    write_results_csv(selection, suite_dir / "results.csv")
     html_path = suite_dir / "index.html"
     tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render_report(suite_dir, cells), encoding="utf-8")
+    tmp.write_text(render_report(suite_dir, selection=selection), encoding="utf-8")
     os.replace(tmp, html_path)  # a reader never sees half a report
     return html_path

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..results import FINISHED
+from ..results import FINISHED, Selection, cell_identity
 from . import figures
 from .html import Markup, esc, figure, join, section, table, tag
 from .stats import Interval, grid_share, t_interval, threshold_summary
@@ -350,3 +350,37 @@ def provenance_section(provenances: list[dict[str, Any]], suite: dict[str, Any])
     if suite.get("toml"):
         parts += [tag("h3", f"Suite file {suite.get('source', '')}"), tag("pre", suite["toml"])]
     return section("provenance", "Provenance", *parts)
+
+
+# ---- which files count --------------------------------------------------------------------
+
+def membership_note(selection: Selection) -> Markup:
+    """What the report counts: the suite's cells as `plasticity run` last expanded them; stale
+    cells kept by `--keep-stale`; files in runs/ that are not part of the suite, and why."""
+    parts: list[object] = []
+    if not selection.has_manifest:
+        parts.append(tag("p", "suite.json lists no cells (runs of an older version): every cell in runs/ "
+                              "is counted, and a variant and seed found twice counts once (the newest)."))
+    kept = selection.kept_stale
+    if kept:
+        rows = [[*cell_identity(p.record), ", ".join(p.stale), p.record.path.name] for p in kept]
+        parts += [tag("p", f"{len(kept)} cells are stale, kept by plasticity run --keep-stale: they ran with "
+                           "other code, versions or parameters than the suite has now (the fingerprint "
+                           "parts named below differ). Their numbers are counted; rerun without "
+                           "--keep-stale to replace them."),
+                  table(["task", "variant", "seed", "changed", "file"], rows, numeric=[2])]
+    outside = selection.outside
+    if outside:
+        reasons = Counter(p.reason for p in outside)
+        items = [tag("li", f"{n} {'file' if n == 1 else 'files'}: {reason}") for reason, n in reasons.most_common()]
+        files = tag("details", join([tag("summary", "files"),
+                                     tag("pre", "\n".join(p.record.path.name for p in outside))]))
+        parts += [tag("p", f"{len(outside)} {'file' if len(outside) == 1 else 'files'} in runs/ "
+                           "not part of this suite, in no table, figure or mean:"),
+                  tag("ul", join(items)), files]
+    if selection.missing:
+        parts.append(tag("p", f"{len(selection.missing)} cells of the suite have no results yet."))
+    if not parts:
+        return tag("p", f"Counted: the {len(selection.cells)} cells of the suite as last run, each with "
+                        "the fingerprint (code, versions, parameters) the suite has now.", class_="note")
+    return section("membership", "Cells counted", *parts)

@@ -12,15 +12,14 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..results import FINISHED, CellRecord
+from ..results import CellRecord, Placement, Selection, cell_identity
 from .stats import largest_drop
-#: Columns of `results.csv` that come before the per-threshold and grid columns.
+#: Columns of the cells table (fractions: the report formats them; `results.csv` is `plasticity.frames`).
 BASE_COLUMNS = [
     "task", "rule", "optimizer", "variant", "seed", "status", "updates", "examples",
     "train_seconds", "val_accuracy", "test_accuracy", "best_val_accuracy", "largest_drop",
     "wall_seconds",
 ]
-_INT_COLUMNS = ("seed", "updates", "examples")
 
 
 def thr_key(threshold: float | str) -> str:
@@ -64,22 +63,23 @@ def cell_thresholds(cell: CellRecord) -> list[float]:
     return sorted({float(t) for t in thresholds})
 
 
-def _cell_row(cell: CellRecord) -> dict[str, Any]:
+def cell_row(cell: CellRecord) -> dict[str, Any]:
     """One row of the cells table: identity, final numbers, thresholds, grid values."""
     config = cell.config
     labels = cell.header.get("labels") or {}
     rule = (config.get("rule") or {}).get("name") or labels.get("rule") or "?"
     optimizer = (config.get("optimizer") or {}).get("name") or labels.get("optimizer") or "?"
+    task, variant, seed = cell_identity(cell)
     # An interrupted cell has no final line: its progress comes from the last evaluation.
     last = cell.final or (cell.evals[-1] if cell.evals else {})
     curve = [_number(e.get("val_accuracy")) for e in cell.evals]
     finite = [v for v in curve if math.isfinite(v)]
     row: dict[str, Any] = {
-        "task": (config.get("task") or {}).get("name", "?"),
+        "task": task,
         "rule": str(rule),
         "optimizer": str(optimizer),
-        "variant": str(labels.get("variant") or f"{rule} + {optimizer}"),
-        "seed": config.get("seed"),
+        "variant": variant,
+        "seed": seed,
         "status": cell.status,
         "updates": _number(last.get("updates")),
         "examples": _number(last.get("examples")),
@@ -106,11 +106,19 @@ def _cell_row(cell: CellRecord) -> dict[str, Any]:
 
 
 def cells_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
-    """One row per cell of any status; `thresholds` and `grid` hold the cell's lists/dicts."""
-    rows = [_cell_row(c) for c in cells]
+    """One row per cell of any status; `thresholds` and `grid` hold the cell's lists/dicts.
+
+    The cells are those that count (`results.select_cells`): a (task, variant, seed) that
+    appears twice would be averaged in twice, so it is refused here, whoever passes the cells.
+    """
+    rows = [cell_row(c) for c in cells]
     if not rows:
         return pd.DataFrame(columns=BASE_COLUMNS + ["message", "cell_id", "file", "thresholds", "grid"])
     frame = pd.DataFrame(rows)
+    twice = frame[frame.duplicated(["task", "variant", "seed"], keep=False)]
+    if not twice.empty:
+        raise ValueError("cells counted twice (same task, variant and seed): "
+                         + "; ".join(sorted(twice["file"])) + " (select them with results.select_cells)")
     order = variant_order(frame)
     frame["_v"] = frame["variant"].map({v: i for i, v in enumerate(order)})
     frame = frame.sort_values(["task", "_v", "seed", "cell_id"], kind="stable").drop(columns="_v")
@@ -159,7 +167,7 @@ def curves_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
     """One row per evaluation line, tagged with its cell's task, variant, seed and status."""
     rows = []
     for cell in cells:
-        ident = _cell_row(cell)
+        ident = cell_row(cell)
         for ev in cell.evals:
             rows.append({
                 "task": ident["task"], "variant": ident["variant"], "seed": ident["seed"],
@@ -168,9 +176,11 @@ def curves_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
                     "updates", "epoch", "examples", "train_seconds", "train_loss",
                     "val_accuracy", "val_loss", "test_accuracy")},
             })
-    columns = ["task", "variant", "seed", "cell_id", "status", "updates", "epoch", "examples",
-               "train_seconds", "train_loss", "val_accuracy", "val_loss", "test_accuracy"]
-    return pd.DataFrame(rows, columns=columns)
+    numbers = ["updates", "epoch", "examples", "train_seconds", "train_loss", "val_accuracy", "val_loss",
+               "test_accuracy"]
+    frame = pd.DataFrame(rows, columns=["task", "variant", "seed", "cell_id", "status"] + numbers)
+    # Numeric even with no rows (a suite whose only cell was interrupted before its first evaluation).
+    return frame.astype({c: float for c in numbers})
 
 
 def split_metric_key(key: str) -> tuple[str, str]:
@@ -188,7 +198,7 @@ def per_layer_frame(cells: Iterable[CellRecord], field: str) -> pd.DataFrame:
             values = ev.get(field)
             if not isinstance(values, dict):
                 continue
-            ident = ident or _cell_row(cell)
+            ident = ident or cell_row(cell)
             for key, value in values.items():
                 number = _number(value)
                 if not math.isfinite(number):
@@ -235,28 +245,16 @@ def grid_groups(task_cells: pd.DataFrame) -> list[GridGroup]:
     return groups
 
 
-def write_results_csv(cells: Iterable[CellRecord], path: Path) -> Path:
-    """Write one row per finished or errored cell (interrupted cells are not results).
+def write_results_csv(cells: Iterable[CellRecord | Placement] | Selection, path: Path) -> Path:
+    """Write `results.csv`: one row per finished or errored cell of the suite (interrupted cells
+    and files outside the suite are not results), with the columns of `plasticity.load_results`
+    (accuracies in percent, the full configuration; see `plasticity.frames`)."""
+    from ..frames import results_table  # frames builds on this module's rows
 
-    Columns: the identity and final numbers of `BASE_COLUMNS`, then per threshold
-    `updates_to_<thr>`, `examples_to_<thr>`, `seconds_to_<thr>` (empty when never reached),
-    then `message`, `cell_id`, and one column per grid parameter.
-    """
-    frame = cells_frame(cells)
-    frame = frame[frame["status"] != "incomplete"] if not frame.empty else frame
-    thresholds = threshold_keys(frame)
-    columns = list(BASE_COLUMNS)
-    for kind in ("updates_to", "examples_to", "seconds_to"):
-        columns += [f"{kind}_{t}" for t in thresholds]
-    columns += ["message", "cell_id"] + grid_columns(frame)
-    out = frame.reindex(columns=columns)
-    # Nullable integers, so that an update count prints as 120, not 120.0, and a miss as empty.
-    for col in list(_INT_COLUMNS) + [c for c in columns if c.startswith(("updates_to_", "examples_to_"))]:
-        out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+    out = results_table(cells)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     out.to_csv(tmp, index=False)
     tmp.replace(path)
     return path
-
