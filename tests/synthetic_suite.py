@@ -76,6 +76,7 @@ def write_demo_suite(
     twins: Mapping[str, str] | None = None,
     near_bp: Sequence[str] = (),
     busy: Sequence[str] = (),
+    transpose_feedback: Sequence[str] = (),
 ) -> Path:
     """Write `suite.json` and `runs/*.jsonl` for a fake suite; return the suite folder.
 
@@ -85,7 +86,8 @@ def write_demo_suite(
     `hostile`, one more rule is displayed as `<script>alert(1)</script>` to test escaping.
     `twins` maps a rule to another whose curves it repeats exactly (as FA and DFA on one hidden
     layer); rules in `near_bp` report a credit angle under 1° to the gradient, the others 30°+;
-    cells of rules in `busy` record a load average of 8 on 2 CPUs (the others 0.5).
+    cells of rules in `busy` record a load average of 8 on 2 CPUs (the others 0.5); rules in
+    `transpose_feedback` report angle(B, Wᵀ) = 0 (backprop's credit by construction).
     """
     twins = dict(twins or {})
     suite_dir = Path(suite_dir)
@@ -126,14 +128,16 @@ def write_demo_suite(
         source = twins.get(rule, rule)
         _write_cell(runs, task, task_index, rule, rule_index, point, seed, fate, schedule, per_epoch,
                     thresholds, budget, feedback and rule not in ("bp",),
-                    curve=(source, names.index(source)), near_bp=rule in near_bp, busy=rule in busy)
+                    curve=(source, names.index(source)), near_bp=rule in near_bp, busy=rule in busy,
+                    transpose=rule in transpose_feedback)
     return suite_dir
 
 
 def _write_cell(runs: Path, task: str, task_index: int, rule: str, rule_index: int,
                 point: dict[str, Any], seed: int, fate: str, schedule: list[int], per_epoch: int,
                 thresholds: Sequence[float], budget: int, with_feedback: bool,
-                curve: tuple[str, int] | None = None, near_bp: bool = False, busy: bool = False) -> None:
+                curve: tuple[str, int] | None = None, near_bp: bool = False, busy: bool = False,
+                transpose: bool = False) -> None:
     """Simulate one cell's curve and write it like the engine does (`curve`: the rule name and
     index whose curve to draw, by default the cell's own)."""
     curve_rule, curve_index = curve or (rule, rule_index)
@@ -180,6 +184,8 @@ def _write_cell(runs: Path, task: str, task_index: int, rule: str, rule_index: i
                 ("rel_err_white", 1.2 * math.exp(-u * k / (200.0 * layer)) + 0.05 * layer),
                 ("rel_err_data", 0.9 * math.exp(-u * k / (150.0 * layer)) + 0.02),
                 ("angle_B_Wt_deg", 80 * math.exp(-u * k / 300.0) + 8 + 4 * layer))}
+            if transpose:
+                ev["feedback"].update({f"L{layer}.angle_BWt": 1e-6 for layer in (1, 2)})
             ev["feedback"]["grad_angle"] = 0.2 + 0.1 * math.exp(-u / 100) if near_bp else 30 + 20 * math.exp(-u / 100)
         for t in thresholds:
             key = f"{t:g}"

@@ -12,9 +12,9 @@ import hashlib
 import io
 import math
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import matplotlib
 import numpy as np

@@ -5,7 +5,9 @@
   the same thing), so their rows are one result under two names;
 - rules other than backprop whose credit stays within `BP_ANGLE_DEG` of the true gradient at every
   measurement: on this network they reduce to backprop, and their numbers say nothing about
-  the rule's credit assignment.
+  the rule's credit assignment. Rules whose feedback is Wᵀ itself (angle(B, Wᵀ) = 0 in every
+  layer: backprop's credit by construction, as GOFAU's rules, which differ from "bp" only in the
+  optimizer) are not flagged: they are backprop on purpose, not by accident of the network.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..results import FINISHED
 
 BP_RULE = "bp"
 BP_ANGLE_DEG = 1.0
+TRANSPOSE_FLOOR_DEG = 0.01  # angle(B, Wᵀ) below this everywhere: B is Wᵀ (rounding aside)
 _DIGITS = 12  # curves compared to 12 significant digits: exact, but blind to JSON round-trip noise
 
 
@@ -61,12 +64,14 @@ def reduces_to_backprop(feedback: pd.DataFrame, cells: pd.DataFrame,
     if feedback.empty or cells.empty:
         return []
     rules = dict(zip(cells["variant"], cells["rule"]))
+    transpose = feedback[feedback["metric"] == "angle_BWt"].groupby("variant")["value"].max()
+    by_construction = set(transpose[transpose <= TRANSPOSE_FLOOR_DEG].index)
     overall = feedback[(feedback["metric"] == "grad_angle") & (feedback["layer"] == "")
                        & feedback["status"].isin(FINISHED)]
     out = []
     for variant, rows in overall.groupby("variant", sort=False):
         rule = str(rules.get(variant, ""))
-        if rule == BP_RULE or rows.empty:
+        if rule == BP_RULE or variant in by_construction or rows.empty:
             continue
         peak = float(rows["value"].max())
         if peak <= limit_deg:

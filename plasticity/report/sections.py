@@ -255,15 +255,15 @@ def flags_box(cells: pd.DataFrame, curves: pd.DataFrame, feedback: pd.DataFrame)
     items = []
     for group in flags.identical_groups(curves):
         items.append(tag("li", join([tag("strong", "Identical results: "), " = ".join(group),
-                                     " have the same validation accuracy and loss at every evaluation, seed by "
-                                     "seed: on this network they compute the same thing, so their rows are one "
-                                     "result under several names."])))
+                                     (" have the same validation accuracy and loss at every evaluation, seed by "
+                                      "seed: on this network they compute the same thing, so their rows are one "
+                                      "result under several names.")])))
     for near in flags.reduces_to_backprop(feedback, cells):
         items.append(tag("li", join([tag("strong", "Reduces to backprop on this network: "), near.variant,
-                                     f" — its credit stayed within {near.max_angle:.2g}° of the true gradient "
-                                     f"(≤ {flags.BP_ANGLE_DEG:g}°, all layers together) at all {near.measurements} "
-                                     "measurements; its numbers say nothing about the rule's own credit "
-                                     "assignment."])))
+                                     (f" — its credit stayed within {near.max_angle:.2g}° of the true gradient "
+                                      f"(≤ {flags.BP_ANGLE_DEG:g}°, all layers together) at all {near.measurements} "
+                                      "measurements; its numbers say nothing about the rule's own credit "
+                                      "assignment.")])))
     if not items:
         return Markup("")
     return tag("div", join([tag("h4", "What this task cannot tell apart"), tag("ul", join(items))]),
@@ -287,9 +287,9 @@ def busy_note(cells: pd.DataFrame, order: list[str]) -> Markup:
             peak = hit[["load_start", "load_end"]].max(axis=1).max()
             parts.append(f"{v} ({len(hit)}/{len(sub)} cells, load up to {peak:.1f} on {hit['cpus'].min():.0f} CPUs)")
     return tag("p", join([tag("strong", f"{BUSY_MARK} Busy machine: "),
-                          "training seconds of these variants were measured while the 1-minute load average "
-                          "(at the cell's start or end) exceeded the CPUs the run could use, so they are "
-                          "inflated (contended cores) and not comparable with quiet runs: ", "; ".join(parts), "."]),
+                          ("training seconds of these variants were measured while the 1-minute load average "
+                           "(at the cell's start or end) exceeded the CPUs the run could use, so they are "
+                           "inflated (contended cores) and not comparable with quiet runs: "), "; ".join(parts), "."]),
                class_="note busy")
 
 
@@ -360,8 +360,8 @@ def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFram
                                 f"variant, line style: layer (“{figures.ALL_LAYERS}”: the whole network's "
                                 "parameters as one vector)."))
         if not trivial.empty:
-            parts.append(tag("p", join(["Not drawn, at float-rounding level at every measurement (exact by "
-                                        "construction): ", "; ".join(
+            parts.append(tag("p", join([("Not drawn, at float-rounding level at every measurement (exact by "
+                                         "construction): "), "; ".join(
                                             f"{r.variant} {r.metric} ({figures.layer_label(r.layer)}, ≤ {r.max:.1e}"
                                             f"{'°' if figures.is_angle(r.metric) else ''})"
                                             for r in trivial.itertuples()), "."]), class_="note"))
