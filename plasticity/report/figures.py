@@ -505,7 +505,10 @@ def metric_title(metric: str) -> str:
 
 
 def layer_label(layer: str) -> str:
-    return f"layer {layer}" if layer else ALL_LAYERS
+    """"L1" stays "L1" (the metrics' own layer names), "" is the whole network."""
+    if not layer:
+        return ALL_LAYERS
+    return layer if layer[:1] == "L" and layer[1:].isdigit() else f"layer {layer}"
 
 
 def per_layer_curves(frame: pd.DataFrame, order: Sequence[str], styles: dict[str, VariantStyle]) -> Markup | None:

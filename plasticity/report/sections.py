@@ -293,6 +293,26 @@ def busy_note(cells: pd.DataFrame, order: list[str]) -> Markup:
                class_="note busy")
 
 
+def trivial_note(trivial: pd.DataFrame, order: list[str]) -> Markup:
+    """The metric series left out of the figure, per variant: "bp + sgd: angle_BWt (L1, L2), ..."."""
+    parts = []
+    for v in [v for v in order if v in set(trivial["variant"])]:
+        sub = trivial[trivial["variant"] == v]
+        metrics = []
+        for metric, rows in sub.groupby("metric", sort=True):
+            layers = sorted(rows["layer"], key=lambda t: (t == "", t))
+            metrics.append(f"{metric} ({', '.join(layer or 'all' for layer in layers)})")
+        parts.append(tag("li", join([tag("strong", v), ": ", ", ".join(metrics)])))
+    angles = trivial[trivial["metric"].map(figures.is_angle)]["max"]
+    others = trivial[~trivial["metric"].map(figures.is_angle)]["max"]
+    bounds = ([f"angles ≤ {angles.max():.1e}°"] if len(angles) else []) + (
+        [f"errors and residuals ≤ {others.max():.1e}"] if len(others) else [])
+    return tag("details", join([tag("summary", f"Not drawn: {len(trivial)} series at float-rounding level at every "
+                                               f"measurement, exact by construction ({', '.join(bounds)}; "
+                                               "“all”: all layers together)"),
+                                tag("ul", join(parts))]), class_="note")
+
+
 def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFrame,
                  feedback: pd.DataFrame, diagnostics: pd.DataFrame, order: list[str],
                  styles: dict[str, VariantStyle], suite: dict[str, Any]) -> Markup:
@@ -360,11 +380,7 @@ def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFram
                                 f"variant, line style: layer (“{figures.ALL_LAYERS}”: the whole network's "
                                 "parameters as one vector)."))
         if not trivial.empty:
-            parts.append(tag("p", join([("Not drawn, at float-rounding level at every measurement (exact by "
-                                         "construction): "), "; ".join(
-                                            f"{r.variant} {r.metric} ({figures.layer_label(r.layer)}, ≤ {r.max:.1e}"
-                                            f"{'°' if figures.is_angle(r.metric) else ''})"
-                                            for r in trivial.itertuples()), "."]), class_="note"))
+            parts.append(trivial_note(trivial, order))
         parts += [final_feedback_table(task_feedback, order), tag("p", FEEDBACK_NOTE, class_="note")]
     sub = diagnostics[diagnostics["task"] == task] if not diagnostics.empty else diagnostics
     if not sub.empty:
