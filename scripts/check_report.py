@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         problems = check_in_browser(html_path, shot, window=(1400, args.height), timeout=args.timeout)
         problems += [f"legend: {p}" for p in check_legend_toggle(html_path, args.hide, timeout=args.timeout)]
+        if args.hide:  # what the reader sees with that variant switched off
+            hidden_shot = shot.with_name(shot.stem + "-hidden" + shot.suffix)
+            problems += check_in_browser(html_path, hidden_shot, window=(1400, args.height), timeout=args.timeout,
+                                         hide=(args.hide,))
+            print(f"screenshot with {args.hide!r} hidden: {hidden_shot}")
     except ChromiumNotFound as exc:
         print(exc, file=sys.stderr)
         return 2

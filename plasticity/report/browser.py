@@ -70,19 +70,20 @@ def console_messages(stderr: str) -> list[str]:
 
 
 def check_in_browser(html_path: Path, screenshot_path: Path, *, window: tuple[int, int] = (1400, 4000),
-                     timeout: float = 90.0) -> list[str]:
+                     timeout: float = 90.0, hide: tuple[str, ...] = ()) -> list[str]:
     """Render `html_path`, save a PNG screenshot, and return the problems found (empty = fine).
 
     Problems: any console message (the report's one script logs nothing, so any is unexpected), a page
     whose DOM lacks the document's title (did not render), a reference to an external
-    resource, a failed screenshot. Raises `ChromiumNotFound` without Chromium.
+    resource, a failed screenshot. `hide` opens the page with those variants hidden (`?hide=`).
+    Raises `ChromiumNotFound` without Chromium.
     """
     binary = find_chromium()
     html_path = Path(html_path).resolve()
     screenshot_path = Path(screenshot_path).resolve()
     screenshot_path.parent.mkdir(parents=True, exist_ok=True)
     screenshot_path.unlink(missing_ok=True)
-    url = html_path.as_uri()
+    url = html_path.as_uri() + ("?" + urllib.parse.urlencode([("hide", v) for v in hide]) if hide else "")
     text = html_path.read_text(encoding="utf-8", errors="replace")
     problems = [f"external resource referenced: {m.group(0)}" for m in _EXTERNAL.finditer(text)]
 
