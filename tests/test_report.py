@@ -323,7 +323,8 @@ def test_busy_machine_is_said_per_variant(tmp_path):
     assert "Busy machine" in text and "load up to 8.0 on 2 CPUs" in text
     rows = {r[0]: r for r in tables_of(text)[0][2:]}
     assert "†" in rows["fa + sgd"][3] and "†" not in rows["bp + sgd"][3]
-    assert "Busy machine" not in _summary(write_demo_suite(tmp_path / "quiet", **SMALL))
+    quiet = _summary(write_demo_suite(tmp_path / "quiet", **SMALL))
+    assert "Busy machine" not in quiet and "quiet machine: 1-minute load average at most 0.5" in quiet
 
 
 # ---- flags: what the task cannot tell apart -------------------------------------------------

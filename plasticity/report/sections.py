@@ -278,6 +278,11 @@ def busy_note(cells: pd.DataFrame, order: list[str]) -> Markup:
         if len(cells) and not any(known):
             return tag("p", "Training seconds: the cells recorded no machine load (older runs), so whether "
                             "the machine was busy is unknown.", class_="note")
+        if len(cells):
+            peak = cells[["load_start", "load_end"]].max(axis=1).max()
+            return tag("p", f"Training seconds were measured on a quiet machine: 1-minute load average at most "
+                            f"{peak:.1f} at the cells' start and end, on {cells['cpus'].min():.0f} usable CPUs.",
+                       class_="note")
         return Markup("")
     parts = []
     for v in order:
