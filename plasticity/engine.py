@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import metrics, registry
+from .provenance import machine_load
 from .errors import ConfigError, PlasticityError
 from .fingerprint import fingerprint
 from .network import weights_finite
@@ -244,7 +245,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
              "best_val_accuracy": max(e["val_accuracy"] for e in evals),
              **crossings(evals, thresholds),
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "wall_seconds": now() - wall_start}
+             "wall_seconds": now() - wall_start, "load_end": machine_load()}
     writer.finish(final)
     return final
 
@@ -281,7 +282,8 @@ def run_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[
     """Train a cell into `runs_dir`; an exception becomes an `error` final line (Ctrl-C does not)."""
     writer = CellWriter(runs_dir, cell.cell_id)
     header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
-              "fingerprint": fingerprint(cell), "provenance": provenance, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "fingerprint": fingerprint(cell), "provenance": provenance,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_start": machine_load()}
     try:
         return train_cell(cell, writer, header, device, data_dir, on_progress)
     except (KeyboardInterrupt, SystemExit):

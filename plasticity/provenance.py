@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -33,6 +34,25 @@ def versions() -> dict[str, str]:
     return found
 
 
+def usable_cpus() -> int | None:
+    """CPUs this process may run on (its affinity set where the OS has one, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def machine_load() -> dict[str, Any]:
+    """The machine's load now, to judge the training seconds measured beside it: the 1-, 5- and
+    15-minute load averages (None where the OS has none), usable CPUs and torch's threads.
+    Seconds measured with a load average above the CPU count are inflated by the contention."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
+    return {"load_avg": load, "cpus": usable_cpus(), "torch_threads": torch.get_num_threads()}
+
+
 def provenance(device: torch.device, dtype: str) -> dict[str, Any]:
     """Everything needed to say where a number came from (computed once per suite run)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
@@ -46,6 +66,8 @@ def provenance(device: torch.device, dtype: str) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
         "dtype": dtype,
         "command": " ".join(sys.argv),
     }

@@ -30,7 +30,8 @@ benchmarks/recirculation.py), in W's null space: WB = I and the Penrose conditio
 more closely than 4. A fixed white probe set removes the floor (geometric convergence).
 
 "pinv-feedback" recomputes B_l = W_l⁺ (plasticity.linalg.pinv; `ridge` > 0 takes the Cholesky
-route, 0 an exact SVD) before every `refresh_every`-th update: the learned inverse's upper bound.
+route, 0 an exact SVD) after every `refresh_every`-th update, i.e. before the next one uses it:
+the learned inverse's upper bound.
 """
 from __future__ import annotations
 
@@ -170,7 +171,11 @@ class PinvFeedback(_Reciprocal):
         self.B = [None] + [pinv(w.detach(), alpha=self.params.ridge) for w in self.net.weights()[1:]]
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self._updates % self.params.refresh_every == 0 and self._updates:
-            self._refresh()
+        out = super().update(x, y)
+        # Refreshed after the step rather than before the next one (the same B for every update):
+        # the feedback metrics, measured between updates, then see B = W⁺ of the weights they
+        # read, so the oracle measures as exact instead of one weight step stale.
         self._updates += 1
-        return super().update(x, y)
+        if self._updates % self.params.refresh_every == 0:
+            self._refresh()
+        return out

@@ -73,6 +73,10 @@ def write_demo_suite(
     feedback: bool = True,
     hostile: bool = False,
     published: bool = True,
+    twins: Mapping[str, str] | None = None,
+    near_bp: Sequence[str] = (),
+    busy: Sequence[str] = (),
+    transpose_feedback: Sequence[str] = (),
 ) -> Path:
     """Write `suite.json` and `runs/*.jsonl` for a fake suite; return the suite folder.
 
@@ -80,7 +84,12 @@ def write_demo_suite(
     "diverged"; `error_cell` adds one errored cell and `incomplete_cell` one `.part` file, both
     as extra seeds. Rules whose name is not "bp" carry per-layer "feedback" metrics. With
     `hostile`, one more rule is displayed as `<script>alert(1)</script>` to test escaping.
+    `twins` maps a rule to another whose curves it repeats exactly (as FA and DFA on one hidden
+    layer); rules in `near_bp` report a credit angle under 1° to the gradient, the others 30°+;
+    cells of rules in `busy` record a load average of 8 on 2 CPUs (the others 0.5); rules in
+    `transpose_feedback` report angle(B, Wᵀ) = 0 (backprop's credit by construction).
     """
+    twins = dict(twins or {})
     suite_dir = Path(suite_dir)
     runs = suite_dir / "runs"
     rules = dict(rules or DEFAULT_RULES)
@@ -114,17 +123,25 @@ def write_demo_suite(
                     fate = extra[s_index - len(seeds)] if s_index >= len(seeds) else (
                         "diverged" if task_index == 0 and last_point and 1 <= s_index <= diverged else "complete")
                     jobs.append((task_index, task, rule_index, rule, point, seed, fate))
+    names = list(rules)
     for task_index, task, rule_index, rule, point, seed, fate in jobs:
+        source = twins.get(rule, rule)
         _write_cell(runs, task, task_index, rule, rule_index, point, seed, fate, schedule, per_epoch,
-                    thresholds, budget, feedback and rule not in ("bp",))
+                    thresholds, budget, feedback and rule not in ("bp",),
+                    curve=(source, names.index(source)), near_bp=rule in near_bp, busy=rule in busy,
+                    transpose=rule in transpose_feedback)
     return suite_dir
 
 
 def _write_cell(runs: Path, task: str, task_index: int, rule: str, rule_index: int,
                 point: dict[str, Any], seed: int, fate: str, schedule: list[int], per_epoch: int,
-                thresholds: Sequence[float], budget: int, with_feedback: bool) -> None:
-    """Simulate one cell's curve and write it like the engine does."""
-    key = json.dumps([task, rule, point, seed], sort_keys=True).encode()
+                thresholds: Sequence[float], budget: int, with_feedback: bool,
+                curve: tuple[str, int] | None = None, near_bp: bool = False, busy: bool = False,
+                transpose: bool = False) -> None:
+    """Simulate one cell's curve and write it like the engine does (`curve`: the rule name and
+    index whose curve to draw, by default the cell's own)."""
+    curve_rule, curve_index = curve or (rule, rule_index)
+    key = json.dumps([task, curve_rule, point, seed], sort_keys=True).encode()
     rng = np.random.default_rng(int(hashlib.sha256(key).hexdigest()[:8], 16))  # stable across runs
     lr = float(point.get("optimizer.lr", 0.05))
     config = {"suite": runs.parent.name, "task": {"name": task, "params": {}},
@@ -134,9 +151,12 @@ def _write_cell(runs: Path, task: str, task_index: int, rule: str, rule_index: i
               "evaluation": {"schedule": "log"}, "dtype": "float32"}
     header = {"type": "header", "cell_id": _cell_id(config), "config": config,
               "labels": {"variant": _variant(rule, point), "rule": rule, "optimizer": "sgd", "grid": point},
-              "thresholds": list(thresholds), "provenance": _provenance(), "started": "2025-01-01T00:00:00+00:00"}
+              "thresholds": list(thresholds), "provenance": _provenance(), "started": "2025-01-01T00:00:00+00:00",
+              "load_start": {"load_avg": [8.0, 7.5, 6.0] if busy else [0.5, 0.4, 0.3], "cpus": 2,
+                             "torch_threads": 2}}
     writer = CellWriter(runs, header["cell_id"])
     writer.write(header)
+    rule_index = curve_index
     ceiling = 0.985 - 0.012 * rule_index - 0.03 * task_index - (0.01 if "mse" in map(str, point.values()) else 0)
     tau = 30.0 / lr ** 0.7 * (1 + 0.6 * rule_index) * (1 + 0.1 * rng.standard_normal())
     sec_per_update = 0.004 * (1 + 0.5 * rule_index) * (1 + 0.05 * rng.standard_normal())
@@ -164,6 +184,9 @@ def _write_cell(runs: Path, task: str, task_index: int, rule: str, rule_index: i
                 ("rel_err_white", 1.2 * math.exp(-u * k / (200.0 * layer)) + 0.05 * layer),
                 ("rel_err_data", 0.9 * math.exp(-u * k / (150.0 * layer)) + 0.02),
                 ("angle_B_Wt_deg", 80 * math.exp(-u * k / 300.0) + 8 + 4 * layer))}
+            if transpose:
+                ev["feedback"].update({f"L{layer}.angle_BWt": 1e-6 for layer in (1, 2)})
+            ev["feedback"]["grad_angle"] = 0.2 + 0.1 * math.exp(-u / 100) if near_bp else 30 + 20 * math.exp(-u / 100)
         for t in thresholds:
             key = f"{t:g}"
             if val >= t and first["updates_to"][key] is None:

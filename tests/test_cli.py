@@ -34,7 +34,7 @@ def test_run_writes_report_with_diverged_cell(tmp_path, capsys, misbehaving_rule
 
     html = html_path.read_text()
     assert "test_nan" in html and "2/2" in html  # the diverged count of that variant
-    assert "data:image/png;base64," in html
+    assert "<svg class=\"fig\"" in html  # figures are inline SVG
     assert 'src="http' not in html and 'href="http' not in html
 
     # the report is rebuilt from the runs alone, identically but for the build time

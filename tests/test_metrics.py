@@ -88,3 +88,20 @@ def test_feedback_metrics_can_be_switched_off_and_bad_values_are_rejected(tmp_pa
     assert not any("feedback" in e for e in read_cell(tmp_path / f"{cell.cell_id}.jsonl").evals)
     with pytest.raises(ConfigError, match="feedback_metrics must be 0"):
         _cell("[evaluation]\nfeedback_metrics = -1")
+
+
+@pytest.mark.parametrize("dtype, ridge, tol", [("float32", None, 1e-5), ("float64", 0.0, 1e-12)])
+def test_pinv_oracle_measures_as_exact(tmp_path, dtype, ridge, tol):
+    """The metrics see the B the next update will use: for pinv-feedback that is W⁺ of the
+    weights they read (not of the weights one step earlier), to float rounding."""
+    params = "" if ridge is None else f"params = {{ ridge = {ridge} }}\n"
+    text = (f'dtype = "{dtype}"\n[budget]\nupdates = 12\n[[tasks]]\nname = "digits"\n'
+            f'[[rules]]\nname = "pinv-feedback"\n{params}')
+    cell = parse_suite(text).cells[0]
+    run_cell(cell, tmp_path, torch.device("cpu"), {})
+    evals = read_cell(tmp_path / f"{cell.cell_id}.jsonl").evals
+    measured = [e["feedback"] for e in evals if e["updates"] > 0 and "feedback" in e]
+    assert measured
+    for fb in measured:
+        residuals = {k: v for k, v in fb.items() if "penrose" in k or "rel_err_white" in k}
+        assert residuals and max(residuals.values()) < tol, residuals

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import html as html_lib
 import json
 import math
 import re
@@ -12,9 +13,16 @@ import pytest
 from scipy import stats as scipy_stats
 
 from plasticity.report import build_report, write_results_csv
-from plasticity.report.browser import check_in_browser, find_chromium, ChromiumNotFound
+import numpy as np
+import pandas as pd
+
+from plasticity.report import figures
+from plasticity.report.browser import check_in_browser, check_legend_toggle, find_chromium, ChromiumNotFound
+from plasticity.report.flags import identical_groups, reduces_to_backprop
 from synthetic_suite import write_demo_suite
 from plasticity.report.sections import published_accuracy
+from plasticity.report import sections
+from plasticity.report.tables import cells_frame, curves_frame, per_layer_frame, split_trivial, variant_order
 from plasticity.report.stats import grid_share, largest_drop, t_interval, threshold_summary
 from plasticity.results import load_cells
 
@@ -100,9 +108,10 @@ def test_fixture_has_the_cells_it_claims(suite):
 
 def test_report_is_self_contained(suite, report):
     assert (suite / "index.html").is_file() and (suite / "results.csv").is_file()
-    assert report.count("data:image/png;base64,") >= 5  # curves, spread, divergence, heatmaps, feedback
+    # curves, losses, spread, divergence, two heatmaps, feedback, diagnostics: inline SVG, no image files
+    assert report.count("<svg ") >= 8 and "<img" not in report
     assert not EXTERNAL.search(report)
-    assert "<script" not in report.lower()
+    assert report.lower().count("<script") == 1  # the legend's own script, nothing else
 
 
 def test_summary_table_rows_and_divergence(report):
@@ -208,3 +217,156 @@ def test_browser_check_reports_console_errors(tmp_path):
                     "<body><script>console.error('boom')</script></body></html>")
     problems = check_in_browser(page, tmp_path / "bad.png", window=(400, 300))
     assert any("boom" in p for p in problems)
+
+
+# ---- figures, styles, legend ----------------------------------------------------------------
+
+def test_variant_styles_are_distinct_and_stable():
+    names = [f"v{i}" for i in range(40)]
+    styles = figures.variant_styles(names)
+    assert len({(st.color, st.marker) for st in styles.values()}) == 40
+    assert len({st.key for st in styles.values()}) == 40
+    assert all(re.fullmatch(r"plv-\d+", st.key) for st in styles.values())  # never the name
+    first = [styles[n].color for n in names[:len(figures.PALETTE)]]
+    assert len(set(first)) == len(first)  # no shared hue before the palette is exhausted
+    assert figures.variant_styles(names) == styles
+
+
+def _svg_groups(report: str) -> dict[str, list[str]]:
+    """Per variant key, the text of each of its <g> groups in the report's SVGs."""
+    out: dict[str, list[str]] = {}
+    for m in re.finditer(r'<g class="plv (plv-\d+)">(.*?)</g>', report, re.DOTALL):
+        out.setdefault(m.group(1), []).append(m.group(2))
+    return out
+
+
+def test_each_variant_has_one_colour_in_every_figure(suite, report):
+    order = [b for b in re.findall(r'data-key="(plv-\d+)" data-variant="([^"]*)"', report)]
+    assert len(order) == 5
+    styles = figures.variant_styles([html_lib.unescape(v) for _, v in order])
+    groups = _svg_groups(report)
+    for key, name in order:
+        colour = styles[html_lib.unescape(name)].color
+        assert key in groups
+        for text in groups[key]:
+            used = set(re.findall(r"(?:stroke|fill): (#[0-9a-f]{6})", text)) - {"#ffffff", figures.NEUTRAL}
+            assert used <= {colour}, (name, used)
+    # the variant's figures: curves (2 rows x 2 panels), losses, spread (+ feedback for fa)
+    figures_with = [len(re.findall(r'class="plv ' + key + '"', svg)) > 0
+                    for svg in re.findall(r"<svg .*?</svg>", report, re.DOTALL)]
+    assert sum(figures_with) >= 3
+
+
+def test_seconds_panel_is_a_median_on_a_common_grid():
+    rows = []
+    for cell, scale in (("a", 1.0), ("b", 2.0), ("c", 4.0)):
+        for t in (1, 2, 4, 8):
+            rows.append({"cell_id": cell, "train_seconds": t * scale, "val_accuracy": 0.1 * np.log2(t) + 0.1})
+    out = figures.seeds_by_seconds(pd.DataFrame(rows), "val_accuracy", 100, points=6)  # 1, 2, 4, ... 32 s
+    assert len(out) == 6 and out.index[0] == pytest.approx(1) and out.index[-1] == pytest.approx(32)
+    at4 = out.iloc[np.argmin(abs(np.log(out.index.to_numpy()) - np.log(4)))]
+    # at 4 s: seed a is at its own 4 s (30 %), b at its 2 s (20 %), c at its start (10 %)
+    assert (at4["low"], at4["median"], at4["high"]) == (pytest.approx(10), pytest.approx(20), pytest.approx(30))
+    assert out.iloc[-1]["low"] == out.iloc[-1]["high"]  # only seed c lasts to 32 s
+
+
+def test_losses_are_drawn(report):
+    assert "validation loss (cross-entropy)" in report and "training loss (mean over the batches" in report
+
+
+def test_trivial_metric_series_are_not_drawn_but_named():
+    frame = pd.DataFrame([
+        {"variant": "bp", "layer": "1", "metric": "angle_BWt", "value": 1e-6, "updates": 1},
+        {"variant": "bp", "layer": "1", "metric": "angle_BWt", "value": 3e-6, "updates": 2},
+        {"variant": "fa", "layer": "1", "metric": "angle_BWt", "value": 40.0, "updates": 1},
+        {"variant": "pinv", "layer": "2", "metric": "penrose_p1", "value": 2e-7, "updates": 1},
+        {"variant": "rf", "layer": "2", "metric": "penrose_p1", "value": 0.3, "updates": 1},
+    ])
+    kept, trivial = split_trivial(frame)
+    assert set(kept["variant"]) == {"fa", "rf"}
+    assert {(r.variant, r.metric) for r in trivial.itertuples()} == {("bp", "angle_BWt"), ("pinv", "penrose_p1")}
+
+
+def test_angle_panels_have_units_and_the_overall_angle_is_named(tmp_path):
+    path = write_demo_suite(tmp_path / "s", rules={"fa": {}}, seeds=(0, 1), error_cell=False, incomplete_cell=False,
+                            published=False)
+    text = build_report(path).read_text()
+    assert "angle_B_Wt_deg (°)" in text and "grad_angle (°)" in text and "degrees" in text
+    assert figures.ALL_LAYERS in text and "(no layer)" not in text
+
+
+SMALL = {"rules": {"bp": {}, "fa": {}}, "diverged": 0, "error_cell": False, "incomplete_cell": False,
+         "feedback": False, "published": False}
+
+
+def _summary(path: Path) -> str:
+    """The summary table and the busy-machine note of a suite's (only) task, without figures."""
+    frame = cells_frame(load_cells(path))
+    order = variant_order(frame)
+    return sections.summary_table(frame, order, ["0.9", "0.95"]) + sections.busy_note(frame, order)
+
+
+def test_few_seeds_get_no_interval_and_no_best_row(tmp_path):
+    text = _summary(write_demo_suite(tmp_path / "two", seeds=(0, 1), **SMALL))
+    summary = tables_of(text)[0]
+    assert all("no meaningful interval" in r[2] for r in summary[2:])
+    assert 'class="best"' not in text
+    three = _summary(write_demo_suite(tmp_path / "three", **SMALL))
+    assert 'class="best"' in three and "no meaningful interval" not in three
+
+
+def test_heatmap_and_summary_use_the_same_metric(report):
+    assert "final test accuracy over the grid" in report and "final val" not in report
+
+
+def test_busy_machine_is_said_per_variant(tmp_path):
+    text = _summary(write_demo_suite(tmp_path / "busy", busy=("fa",), **SMALL))
+    assert "Busy machine" in text and "load up to 8.0 on 2 CPUs" in text
+    rows = {r[0]: r for r in tables_of(text)[0][2:]}
+    assert "†" in rows["fa + sgd"][3] and "†" not in rows["bp + sgd"][3]
+    quiet = _summary(write_demo_suite(tmp_path / "quiet", **SMALL))
+    assert "Busy machine" not in quiet and "quiet machine: 1-minute load average at most 0.5" in quiet
+
+
+# ---- flags: what the task cannot tell apart -------------------------------------------------
+
+def test_identical_curves_and_near_backprop_rules_are_flagged(tmp_path):
+    rules = {"bp": {}, "fa": {}, "dfa": {}, "tp": {}, "gofau": {}}
+    # gofau: backprop's credit by construction (B = Wᵀ), differing only in its optimizer: not flagged
+    path = write_demo_suite(tmp_path / "flags", rules=rules, twins={"dfa": "fa"}, near_bp=("tp", "gofau"),
+                            transpose_feedback=("gofau",), seeds=(0, 1), diverged=0, error_cell=False,
+                            incomplete_cell=False, published=False)
+    cells = load_cells(path)
+    assert identical_groups(curves_frame(cells)) == [["dfa + sgd", "fa + sgd"]]
+    near = reduces_to_backprop(per_layer_frame(cells, "feedback"), cells_frame(cells))
+    assert [n.variant for n in near] == ["tp + sgd"] and near[0].max_angle < 1
+    text = build_report(path).read_text()
+    box = text[text.index('class="flags"'):text.index("<h3>Summary")]
+    assert "Identical results" in box and "dfa + sgd = fa + sgd" in box
+    assert "Reduces to backprop on this network" in box and "tp + sgd" in box
+    assert "gofau + sgd" not in box
+    plain = load_cells(write_demo_suite(tmp_path / "plain", rules=rules, seeds=(0, 1), diverged=0,
+                                        error_cell=False, incomplete_cell=False, published=False))
+    assert identical_groups(curves_frame(plain)) == []
+    assert reduces_to_backprop(per_layer_frame(plain, "feedback"), cells_frame(plain)) == []
+
+
+def test_svg_text_and_legend_escape_hostile_names(report):
+    assert HOSTILE not in report
+    svgs = "".join(re.findall(r"<svg .*?</svg>", report, re.DOTALL))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in svgs  # a tick label of the seed spread
+    assert f'data-variant="{HOSTILE.replace("<", "&lt;").replace(">", "&gt;")}"' in report
+
+
+def test_legend_click_hides_a_variant_in_every_figure(suite, report):
+    _chromium_or_skip()
+    assert check_legend_toggle(suite / "index.html") == []
+    assert check_legend_toggle(suite / "index.html", HOSTILE) == []
+
+
+def test_legend_check_fails_without_the_script(suite, report, tmp_path):
+    _chromium_or_skip()
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r"<script>.*?</script>", "", report, flags=re.DOTALL))
+    problems = check_legend_toggle(broken)
+    assert any("hidden after the click" in p for p in problems)

@@ -35,12 +35,12 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
         cells = selection.cells
     frame = cells_frame(cells)
     order = variant_order(frame)
-    colors = figures.variant_colors(order)  # one colour per variant across tasks and figures
+    styles = figures.variant_styles(order)  # one look per variant across tasks and figures
     tasks = list(dict.fromkeys(frame["task"])) if not frame.empty else []
     curves = curves_frame(cells)
     feedback = per_layer_frame(cells, "feedback")
     diagnostics = per_layer_frame(cells, "diagnostics")
-    body = [sections.header(suite, frame, tasks)]
+    body = [sections.header(suite, frame, tasks), sections.variant_legend(order, styles)]
     if selection is not None:
         body.append(sections.membership_note(selection))
     if not tasks:
@@ -48,7 +48,7 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
     for i, task in enumerate(tasks):
         body.append(sections.task_section(
             i, task, frame[frame["task"] == task], curves[curves["task"] == task],
-            feedback, diagnostics, order, colors, suite))
+            feedback, diagnostics, order, styles, suite))
     body.append(sections.problems_section(frame))
     body.append(sections.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
     return page(f"plasticity report: {suite['name']}", join(body))

@@ -1,4 +1,4 @@
-"""HTML building blocks: escaping, tables, figures and the page shell (inline CSS, no script).
+"""HTML building blocks: escaping, tables, figures and the page shell (inline CSS, one inline script).
 
 Every string is escaped unless it is wrapped in `Markup`, which only this package's own code
 creates for HTML it assembled itself. Names from suites and plugins therefore stay text.
@@ -54,14 +54,17 @@ def table(headers: Sequence[object], rows: Iterable[Sequence[object]], numeric: 
                   f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def figure(uri: str | None, alt: str, caption: object = "") -> Markup:
-    """An embedded image (a data: URI) with a caption; nothing when there is no image."""
-    if not uri:
+def figure(content: str | None, alt: str, caption: object = "") -> Markup:
+    """A figure with a caption: an inline SVG the report drew (`Markup`) or an embedded image
+    (a data: URI); nothing when there is no figure."""
+    if not content:
         return Markup("")
-    if not uri.startswith("data:image/"):
-        raise ValueError("report figures must be embedded data: URIs")
     cap = tag("figcaption", caption) if caption else ""
-    return Markup(f'<figure><img src="{esc(uri)}" alt="{esc(alt)}" loading="eager">{cap}</figure>')
+    if isinstance(content, Markup) and content.lstrip().startswith("<svg"):
+        return Markup(f'<figure aria-label="{esc(alt)}">{content}{cap}</figure>')
+    if not content.startswith("data:image/"):
+        raise ValueError("report figures must be inline SVG or embedded data: URIs")
+    return Markup(f'<figure><img src="{esc(content)}" alt="{esc(alt)}" loading="eager">{cap}</figure>')
 
 
 def section(anchor: str, title: object, *content: object, level: int = 2) -> Markup:
@@ -100,7 +103,18 @@ table.kv th { width: 14em; }
 .pill.complete { background: #dff0dc; } .pill.diverged { background: #f8d9d5; }
 .pill.error { background: #fde9c4; } .pill.incomplete { background: #e5e7eb; }
 figure { margin: 12px 0 24px; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figure img, figure svg.fig { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+.flags { border: 1px solid #e0b252; background: #fff8e6; border-radius: 6px; padding: 6px 14px; margin: 10px 0; }
+.flags h4 { margin: 4px 0; } .flags ul { margin: 4px 0; padding-left: 20px; }
+.busy { color: #a15c00; }
+nav.legend { position: sticky; top: 0; z-index: 5; background: rgba(255,255,255,0.96); border: 1px solid var(--line);
+             border-radius: 6px; padding: 6px 10px; margin: 10px 0; max-height: 9.5em; overflow-y: auto; }
+nav.legend .ltitle { font-weight: 600; margin-right: 8px; }
+nav.legend button { font: inherit; font-size: 0.86em; border: 1px solid var(--line); background: #fff; border-radius: 12px;
+                    padding: 1px 9px 1px 6px; margin: 2px 3px; cursor: pointer; }
+nav.legend button.off { opacity: 0.4; text-decoration: line-through; }
+nav.legend .sw { display: inline-block; width: 18px; height: 0; border-top: 3px solid; vertical-align: middle;
+                 margin-right: 5px; }
 figcaption { color: var(--muted); font-size: 0.88em; margin-top: 4px; }
 .figrow { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .figrow figure { margin: 0 0 12px; }
@@ -111,13 +125,43 @@ code { font-size: 0.92em; }
 """
 
 
+# The legend's behaviour: a click on a variant hides (or shows again) every element of its class
+# in every figure. `?hide=NAME` (repeatable) applies the same click on load: a link that opens the
+# report with variants hidden, and what the headless-browser check uses. Names are compared as
+# text (data-variant), never put into a selector; classes are the report's own plv-N keys.
+SCRIPT = """
+(function () {
+  var buttons = Array.prototype.slice.call(document.querySelectorAll("nav.legend button.vkey"));
+  function show(btn, visible) {
+    btn.classList.toggle("off", !visible);
+    btn.setAttribute("aria-pressed", visible ? "true" : "false");
+    document.querySelectorAll("svg ." + btn.dataset.key).forEach(function (el) {
+      el.style.display = visible ? "" : "none";
+    });
+  }
+  buttons.forEach(function (btn) {
+    btn.addEventListener("click", function () { show(btn, btn.classList.contains("off")); });
+  });
+  document.querySelectorAll("nav.legend button.vall").forEach(function (all) {
+    all.addEventListener("click", function () {
+      buttons.forEach(function (btn) { show(btn, all.dataset.show === "1"); });
+    });
+  });
+  var hide = new URLSearchParams(window.location.search).getAll("hide");
+  buttons.forEach(function (btn) {
+    if (hide.indexOf(btn.dataset.variant) >= 0) { btn.click(); }
+  });
+})();
+"""
+
+
 def page(title: object, body: object) -> Markup:
-    """The whole document: no scripts, no external resources."""
+    """The whole document: one inline script (the legend), no external resources."""
     return Markup(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        # Nothing may be fetched: the report must work offline and run no code.
+        # Nothing may be fetched: the report must work offline; the only code is SCRIPT.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "img-src data:; style-src 'unsafe-inline'\">"
+        "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
         f"<title>{esc(title)}</title><style>{CSS}</style></head>"
-        f"<body><main>{esc(body)}</main></body></html>\n")
+        f"<body><main>{esc(body)}</main><script>{SCRIPT}</script></body></html>\n")

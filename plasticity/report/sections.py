@@ -17,17 +17,20 @@ import numpy as np
 import pandas as pd
 
 from ..results import FINISHED, Selection, cell_identity
-from . import figures
+from . import figures, flags
+from .figures import MIN_SEEDS_FOR_INTERVAL, VariantStyle
 from .html import Markup, esc, figure, join, section, table, tag
 from .stats import Interval, grid_share, t_interval, threshold_summary
-from .tables import grid_groups, thr_key, thr_label
+from .tables import busy, grid_groups, split_trivial, thr_key, thr_label
 
 METHOD_NOTE = (
     "Final test accuracy: mean ± half-width of the 95 % Student-t interval over complete seeds "
     "(diverged seeds are excluded from the mean and counted under “diverged”). Updates and "
     "training seconds to a validation-accuracy threshold: median over the seeds that reached it, "
     "with how many of the finished seeds did (“—” when none). Thresholds are crossed on "
-    "validation data at evaluation points; final figures are on test data."
+    "validation data at evaluation points; final figures are on test data. With fewer than "
+    f"{MIN_SEEDS_FOR_INTERVAL} complete seeds no interval is given (two seeds give one too wide to mean "
+    "anything) and no row is marked best."
 )
 DASH = "—"
 MAX_CURVE_VARIANTS = 24  # more variants than this get no learning-curve figure (a grid study)
@@ -41,6 +44,8 @@ def fmt_interval(ci: Interval) -> str:
         return DASH
     if ci.n == 1:
         return f"{ci.mean * 100:.2f} (1 seed)"
+    if ci.n < MIN_SEEDS_FOR_INTERVAL:
+        return f"{ci.mean * 100:.2f} ({ci.n} seeds: no meaningful interval)"
     return f"{ci.mean * 100:.2f} ± {ci.half_width * 100:.2f}"
 
 
@@ -110,8 +115,9 @@ def _variant_stats(cells: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _reached_cell(fin: pd.DataFrame, t: str) -> Markup:
-    """Updates to a threshold (median, k/n) with the training seconds on a second line."""
+def _reached_cell(fin: pd.DataFrame, t: str, busy_mark: str = "") -> Markup:
+    """Updates to a threshold (median, k/n) with the training seconds on a second line
+    (`busy_mark` after them when some were measured on a busy machine)."""
     updates = fin.get(f"updates_to_{t}", pd.Series(dtype=float)).tolist()
     seconds = fin.get(f"seconds_to_{t}", pd.Series(dtype=float)).tolist()
     s = threshold_summary(updates)
@@ -120,12 +126,20 @@ def _reached_cell(fin: pd.DataFrame, t: str) -> Markup:
     if not s.any:
         return Markup(f'{DASH} <span class="sub">(0/{s.n})</span>')
     return Markup(f'{esc(fmt_count(s.median))} <span class="sub">({s.reached}/{s.n})</span><br>'
-                  f'<span class="sub">{esc(fmt_seconds(threshold_summary(seconds).median))}</span>')
+                  f'<span class="sub">{esc(fmt_seconds(threshold_summary(seconds).median))}</span>'
+                  + (f' <span class="busy">{esc(busy_mark)}</span>' if busy_mark else ""))
+
+
+BUSY_MARK = "†"
 
 
 def summary_table(cells: pd.DataFrame, order: list[str], thresholds: list[str]) -> Markup:
-    """Variant, seeds, final test accuracy ± CI, updates and seconds to each threshold, diverged."""
+    """Variant, seeds, final test accuracy ± CI, updates and seconds to each threshold, diverged.
+
+    The best row (highest mean) is bold only when its mean rests on enough seeds for an interval.
+    """
     rows, classes, means = [], [], []
+    loaded = busy(cells)
     for v in order:
         sub = cells[cells["variant"] == v]
         if sub.empty:
@@ -134,13 +148,15 @@ def summary_table(cells: pd.DataFrame, order: list[str], thresholds: list[str]) 
         fin = st["finished"]
         seeds = f"{st['n']}" + (f" (+{st['other']} unfinished)" if st["other"] else "")
         row: list[object] = [v, seeds, fmt_interval(st["ci"])]
-        row += [_reached_cell(fin, t) for t in thresholds]
+        mark = BUSY_MARK if loaded[fin.index].any() else ""
+        row += [_reached_cell(fin, t, mark) for t in thresholds]
         row.append(f"{st['diverged']}/{st['n']}")
         rows.append(row)
-        means.append(st["ci"].mean if st["ci"].n else -math.inf)
-    if means and max(means) > -math.inf:
-        best = int(np.argmax(means))
-        classes = ["best" if i == best else "" for i in range(len(rows))]
+        means.append((st["ci"].mean if st["ci"].n else -math.inf, st["ci"].n))
+    if means and max(m for m, _ in means) > -math.inf:
+        best = int(np.argmax([m for m, _ in means]))
+        if means[best][1] >= MIN_SEEDS_FOR_INTERVAL:
+            classes = ["best" if i == best else "" for i in range(len(rows))]
     headers = (["variant", "seeds", "final test acc. (%), mean ± 95 % CI"]
                + [thr_label(t) for t in thresholds] + ["diverged"])
     groups = [("", 3), ("updates to validation accuracy (k/n seeds); training seconds below", len(thresholds)),
@@ -211,17 +227,114 @@ def grid_share_table(groups, thresholds: list[str]) -> Markup:
     return table(headers, rows, numeric=list(range(2, len(headers))))
 
 
+def variant_legend(order: list[str], styles: dict[str, VariantStyle]) -> Markup:
+    """The page's one legend: a button per variant (its colour, its name) that hides or shows the
+    variant in every figure; the report's script does the hiding (see `html.SCRIPT`)."""
+    if not order:
+        return Markup("")
+    buttons = []
+    for v in order:
+        st = styles[v]
+        swatch = tag("span", "", class_="sw", style=f"border-color:{st.color}")
+        mark = f" {_MARKER_TEXT.get(st.marker, '')}" if st.marker else ""
+        buttons.append(Markup(f'<button type="button" class="vkey" aria-pressed="true" data-key="{esc(st.key)}" '
+                              f'data-variant="{esc(v)}" title="hide or show in every figure">{swatch}'
+                              f'{esc(v)}{esc(mark)}</button>'))
+    controls = Markup('<button type="button" class="vall" data-show="1">show all</button>'
+                      '<button type="button" class="vall" data-show="0">hide all</button>')
+    return tag("nav", join([tag("span", "Variants (click to hide or show in every figure):", class_="ltitle"),
+                            join(buttons), controls]), class_="legend", aria_label="variants")
+
+
+_MARKER_TEXT = {"o": "●", "s": "■", "^": "▲", "D": "◆", "v": "▼", "P": "✚", "X": "✖"}
+
+
+def flags_box(cells: pd.DataFrame, curves: pd.DataFrame, feedback: pd.DataFrame) -> Markup:
+    """What this task's results cannot tell apart: identical curves, and rules that reduce to
+    backprop on this network (see `flags`). Nothing when there is nothing to say."""
+    items = []
+    for group in flags.identical_groups(curves):
+        items.append(tag("li", join([tag("strong", "Identical results: "), " = ".join(group),
+                                     (" have the same validation accuracy and loss at every evaluation, seed by "
+                                      "seed: on this network they compute the same thing, so their rows are one "
+                                      "result under several names.")])))
+    for near in flags.reduces_to_backprop(feedback, cells):
+        items.append(tag("li", join([tag("strong", "Reduces to backprop on this network: "), near.variant,
+                                     (f" — its credit stayed within {near.max_angle:.2g}° of the true gradient "
+                                      f"(≤ {flags.BP_ANGLE_DEG:g}°, all layers together) at all {near.measurements} "
+                                      "measurements; its numbers say nothing about the rule's own credit "
+                                      "assignment.")])))
+    if not items:
+        return Markup("")
+    return tag("div", join([tag("h4", "What this task cannot tell apart"), tag("ul", join(items))]),
+               class_="flags")
+
+
+def busy_note(cells: pd.DataFrame, order: list[str]) -> Markup:
+    """Which variants' training seconds were measured on a busy machine (load above the CPUs)."""
+    loaded = busy(cells)
+    if not loaded.any():
+        known = cells[["load_start", "load_end"]].notna().any(axis=1) if "load_start" in cells else []
+        if len(cells) and not any(known):
+            return tag("p", "Training seconds: the cells recorded no machine load (older runs), so whether "
+                            "the machine was busy is unknown.", class_="note")
+        if len(cells):
+            peak = cells[["load_start", "load_end"]].max(axis=1).max()
+            return tag("p", f"Training seconds were measured on a quiet machine: 1-minute load average at most "
+                            f"{peak:.1f} at the cells' start and end, on {cells['cpus'].min():.0f} usable CPUs.",
+                       class_="note")
+        return Markup("")
+    parts = []
+    for v in order:
+        sub = cells[(cells["variant"] == v)]
+        hit = sub[loaded[sub.index]]
+        if len(hit):
+            peak = hit[["load_start", "load_end"]].max(axis=1).max()
+            parts.append(f"{v} ({len(hit)}/{len(sub)} cells, load up to {peak:.1f} on {hit['cpus'].min():.0f} CPUs)")
+    return tag("p", join([tag("strong", f"{BUSY_MARK} Busy machine: "),
+                          ("training seconds of these variants were measured while the 1-minute load average "
+                           "(at the cell's start or end) exceeded the CPUs the run could use, so they are "
+                           "inflated (contended cores) and not comparable with quiet runs: "), "; ".join(parts), "."]),
+               class_="note busy")
+
+
+def trivial_note(trivial: pd.DataFrame, order: list[str]) -> Markup:
+    """The metric series left out of the figure, per variant: "bp + sgd: angle_BWt (L1, L2), ..."."""
+    parts = []
+    for v in [v for v in order if v in set(trivial["variant"])]:
+        sub = trivial[trivial["variant"] == v]
+        metrics = []
+        for metric, rows in sub.groupby("metric", sort=True):
+            layers = sorted(rows["layer"], key=lambda t: (t == "", t))
+            metrics.append(f"{metric} ({', '.join(layer or 'all' for layer in layers)})")
+        parts.append(tag("li", join([tag("strong", v), ": ", ", ".join(metrics)])))
+    angles = trivial[trivial["metric"].map(figures.is_angle)]["max"]
+    others = trivial[~trivial["metric"].map(figures.is_angle)]["max"]
+    bounds = ([f"angles ≤ {angles.max():.1e}°"] if len(angles) else []) + (
+        [f"errors and residuals ≤ {others.max():.1e}"] if len(others) else [])
+    return tag("details", join([tag("summary", f"Not drawn: {len(trivial)} series at float-rounding level at every "
+                                               f"measurement, exact by construction ({', '.join(bounds)}; "
+                                               "“all”: all layers together)"),
+                                tag("ul", join(parts))]), class_="note")
+
+
 def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFrame,
                  feedback: pd.DataFrame, diagnostics: pd.DataFrame, order: list[str],
-                 colors: dict, suite: dict[str, Any]) -> Markup:
-    """Everything about one task: summary, published comparison, curves, stability, per-layer."""
+                 styles: dict[str, VariantStyle], suite: dict[str, Any]) -> Markup:
+    """Everything about one task: flags, summary, published comparison, curves, stability,
+    per-layer metrics."""
     thresholds = sorted({thr_key(t) for ts in cells["thresholds"] for t in ts}, key=float)
     order = [v for v in order if v in set(cells["variant"])]
     finished_ids = set(cells.loc[cells["status"].isin(FINISHED), "cell_id"])
     published = _published_for(suite, task)
-    parts: list[object] = [tag("h3", "Summary"),
+    task_feedback = feedback[feedback["task"] == task] if not feedback.empty else feedback
+    finished_curves = curves[curves["cell_id"].isin(finished_ids)]
+    parts: list[object] = [flags_box(cells, finished_curves, task_feedback),
+                           tag("h3", "Summary"),
                            summary_table(cells, order, thresholds),
-                           tag("p", "Bold: the variant with the highest mean final test accuracy.", class_="note")]
+                           tag("p", f"Bold: the variant with the highest mean final test accuracy (only when it "
+                                    f"has {MIN_SEEDS_FOR_INTERVAL} or more complete seeds).", class_="note"),
+                           busy_note(cells, order)]
     if published:
         parts += [tag("h3", "Published figures beside the measured ones"), published_table(cells, published),
                   tag("p", "Measured: the best variant of the rule (highest mean over complete seeds), "
@@ -233,15 +346,20 @@ def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFram
                               f"{MAX_CURVE_VARIANTS}); see the summary, the grid heatmaps below, and the "
                               f"evaluations in runs/.", class_="note"))
     else:
-        curve_uri = figures.learning_curves(curves[curves["cell_id"].isin(finished_ids)], order, colors,
-                                            [float(t) for t in thresholds])
-        parts.append(figure(curve_uri, f"learning curves for {task}",
-                            "Validation accuracy of finished cells. Left: against weight updates (line: mean "
-                            "over seeds present at that update; band: min–max). Right: against training "
-                            "seconds, one line per seed. Dotted lines: the task's thresholds.")
-                     if curve_uri else tag("p", "No evaluations to plot.", class_="note"))
+        curve_svg = figures.learning_curves(finished_curves, order, styles, [float(t) for t in thresholds])
+        parts.append(figure(curve_svg, f"learning curves for {task}",
+                            "Validation accuracy of finished cells: line = median over the seeds present at "
+                            "that point, band = min–max. Left: against weight updates. Right: against training "
+                            "seconds, each seed interpolated onto a common log-spaced time grid. Dotted lines: "
+                            "the task's thresholds.")
+                     if curve_svg else tag("p", "No evaluations to plot.", class_="note"))
+        loss_svg = figures.loss_curves(finished_curves, order, styles)
+        if loss_svg:
+            parts.append(figure(loss_svg, f"loss curves for {task}",
+                                "Training loss (the rule's loss, mean over the batches since the previous "
+                                "evaluation) and validation cross-entropy, median over seeds, band min–max."))
     parts += [tag("h3", "Stability"), stability_table(cells, order)]
-    spread = figures.seed_spread(cells, order, colors)
+    spread = figures.seed_spread(cells, order, styles)
     parts.append(figure(spread, f"seed spread for {task}", "Each dot is one complete seed's final test "
                                                             "accuracy; diverged seeds are counted on the right.")
                  if spread else tag("p", "No complete seed with a test accuracy to show.", class_="note"))
@@ -251,32 +369,41 @@ def task_section(index: int, task: str, cells: pd.DataFrame, curves: pd.DataFram
     groups = grid_groups(cells)
     if groups:
         parts += [tag("h4", "Hyperparameter sensitivity"), grid_share_table(groups, thresholds),
-                  tag("p", "A grid point reaches a threshold when a majority of its finished seeds did.",
-                      class_="note")]
-        finished = cells[cells["status"] == "complete"]["val_accuracy"].dropna() * 100
+                  tag("p", "A grid point reaches a threshold when a majority of its finished seeds did. The "
+                           "heatmaps show the mean final test accuracy, as the summary does.", class_="note")]
+        finished = cells[cells["status"] == "complete"][figures.HEATMAP_METRIC].dropna() * 100
         vmin, vmax = (finished.min(), finished.max()) if len(finished) else (0, 100)
         heatmaps = [figure(figures.grid_heatmap(g, vmin, vmax), f"grid heatmap for {g.rule}") for g in groups]
         parts.append(Markup(f'<div class="figrow">{join(heatmaps)}</div>'))
-    for title, frame, caption in (
-            ("Pseudo-inverse convergence and alignment (per layer)", feedback,
-             "Per-layer feedback metrics reported by the rules, mean over seeds; colour: variant, "
-             "line style: layer."),
-            ("Rule diagnostics", diagnostics, "Scalars reported by the rules' diagnostics(), mean over seeds.")):
-        sub = frame[frame["task"] == task] if not frame.empty else frame
-        if not sub.empty:
-            uri = figures.per_layer_curves(sub, order, colors)
-            parts += [tag("h3", title), figure(uri, f"{title} for {task}", caption)]
-            if frame is feedback:
-                parts += [final_feedback_table(sub, order), tag("p", FEEDBACK_NOTE, class_="note")]
+    if not task_feedback.empty:
+        drawn, trivial = split_trivial(task_feedback)
+        title = "Pseudo-inverse convergence and alignment (per layer)"
+        parts.append(tag("h3", title))
+        if not drawn.empty:
+            parts.append(figure(figures.per_layer_curves(drawn, order, styles), f"{title} for {task}",
+                                "Per-layer feedback metrics reported by the rules, mean over seeds; colour: "
+                                f"variant, line style: layer (“{figures.ALL_LAYERS}”: the whole network's "
+                                "parameters as one vector)."))
+        if not trivial.empty:
+            parts.append(trivial_note(trivial, order))
+        parts += [final_feedback_table(task_feedback, order), tag("p", FEEDBACK_NOTE, class_="note")]
+    sub = diagnostics[diagnostics["task"] == task] if not diagnostics.empty else diagnostics
+    if not sub.empty:
+        title = "Rule diagnostics"
+        parts += [tag("h3", title), figure(figures.per_layer_curves(sub, order, styles), f"{title} for {task}",
+                                           "Scalars reported by the rules' diagnostics(), mean over seeds.")]
     return section(f"task-{index}", f"Task: {task}", *parts)
 
 
 FEEDBACK_NOTE = (
+    "Measured after each evaluated update, on the B the next update will use. "
     "rel_err_white = ‖B − W⁺‖/‖W⁺‖; rel_err_data = ‖B − ΣWᵀ(WΣWᵀ)⁻¹‖/‖·‖ with Σ the second moment "
     "of the layer's input on a fixed probe batch; penrose_p1..p4 = the relative residuals of "
     "WBW = W, BWB = B, (WB)ᵀ = WB, (BW)ᵀ = BW (pseudo-inverse metrics only for rules whose B "
-    "should approach an inverse); angle_BWt = angle(B, Wᵀ); grad_angle = angle between the rule's "
-    "credit and the true gradient on the probe batch (per layer; no layer: all parameters).")
+    "should approach an inverse; pinv-feedback's B is W⁺ of its current weights, off only by its "
+    "ridge α, ~α/σ_min²); angle_BWt = angle(B, Wᵀ) in degrees; grad_angle = angle in degrees "
+    "between the rule's credit and the true gradient on the probe batch, per layer and for all "
+    "layers together (the whole network's parameters as one vector).")
 FEEDBACK_TABLE_METRICS = ("rel_err_white", "rel_err_data", "penrose_p1", "angle_BWt", "grad_angle")
 
 
@@ -294,7 +421,7 @@ def final_feedback_table(frame: pd.DataFrame, order: list[str]) -> Markup:
                 continue
             cells = [DASH if x is None else (f"{x:.1f}" if m.endswith("angle") or m == "angle_BWt"
                                              else f"{x:.2e}") for m, x in zip(metrics, values)]
-            rows.append([v, layer or "all", *cells])
+            rows.append([v, figures.layer_label(layer), *cells])
     headers = ["variant", "layer", *[m + (" (°)" if "angle" in m else "") for m in metrics]]
     return join([tag("h4", "At the end of training (mean over seeds)"),
                  table(headers, rows, numeric=list(range(2, len(headers))))])

@@ -94,6 +94,7 @@ def cell_row(cell: CellRecord) -> dict[str, Any]:
         "file": cell.path.name,
         "thresholds": cell_thresholds(cell),
         "grid": dict(labels.get("grid") or {}),
+        **_load_fields(cell),
     }
     final = cell.final or {}
     for kind in ("updates_to", "examples_to", "seconds_to"):
@@ -103,6 +104,28 @@ def cell_row(cell: CellRecord) -> dict[str, Any]:
     for key, value in row["grid"].items():
         row[str(key)] = value
     return row
+
+
+def _load_fields(cell: CellRecord) -> dict[str, float]:
+    """The machine's 1-minute load average at the cell's start and end, and its usable CPUs
+    (NaN when the cell did not record them: older runs, or an OS without load averages)."""
+    def load1(entry: Any) -> float:
+        values = entry.get("load_avg") if isinstance(entry, dict) else None
+        return _number(values[0]) if isinstance(values, list) and values else math.nan
+
+    start = cell.header.get("load_start")
+    end = (cell.final or {}).get("load_end")
+    cpus = next((_number(e.get("cpus")) for e in (start, end) if isinstance(e, dict) and e.get("cpus")), math.nan)
+    return {"load_start": load1(start), "load_end": load1(end), "cpus": cpus}
+
+
+def busy(frame: pd.DataFrame) -> pd.Series:
+    """Cells whose training seconds were measured on a busy machine: the 1-minute load average at
+    the cell's start or end exceeded the number of CPUs it could use."""
+    if frame.empty or "cpus" not in frame:
+        return pd.Series(False, index=frame.index)
+    peak = frame[["load_start", "load_end"]].max(axis=1)
+    return (peak > frame["cpus"]).fillna(False).astype(bool)
 
 
 def cells_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
@@ -209,6 +232,26 @@ def per_layer_frame(cells: Iterable[CellRecord], field: str) -> pd.DataFrame:
                              "layer": layer, "metric": metric, "value": number})
     return pd.DataFrame(rows, columns=["task", "variant", "seed", "status", "updates", "layer",
                                        "metric", "value"])
+
+
+ANGLE_FLOOR_DEG = 0.01   # an angle that never exceeds this is float rounding, not dynamics
+RESIDUAL_FLOOR = 1e-5    # nor is a relative error / residual that never exceeds this (float32 ~ 1e-7)
+
+
+def split_trivial(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a per-layer feedback table into the series worth drawing and those that carry
+    nothing: a (variant, layer, metric) series at float-rounding level at every measurement
+    (backprop's angle(B, Wᵀ), the pinv oracle's Penrose residuals). Returns (kept, trivial),
+    `trivial` with one row per series and its largest value."""
+    if frame.empty:
+        return frame, pd.DataFrame(columns=["variant", "layer", "metric", "max"])
+    peak = frame.assign(a=frame["value"].abs()).groupby(["variant", "layer", "metric"])["a"].max()
+    floor = pd.Series([ANGLE_FLOOR_DEG if "angle" in m else RESIDUAL_FLOOR for m in peak.index.get_level_values(2)],
+                      index=peak.index)
+    trivial = peak[peak <= floor]
+    keys = set(trivial.index)
+    mask = [k not in keys for k in zip(frame["variant"], frame["layer"], frame["metric"])]
+    return frame[mask], trivial.rename("max").reset_index()
 
 
 @dataclass
