@@ -254,7 +254,7 @@ def _optimizers(rule_entry: dict, rule_cls: type, defaults: list[dict], where: s
 
 def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Component]:
     """Every grid point of one [[tasks]]/[[rules]]/optimizer entry, each validated."""
-    name = entry["name"]
+    name = registry.canonical(kind, entry["name"])  # an old name resolves to the current one
     fixed = entry.get("params", {})
     grid = entry.get("grid", {})
     for key, val in (("params", fixed), ("grid", grid)):
@@ -391,4 +391,5 @@ def _published(entry: dict, where: str) -> dict[str, Any]:
     value = entry.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
         raise ConfigError(f"{where}: value must be a percentage between 0 and 100, got {value!r}")
-    return {"note": "", **entry, "value": float(value)}
+    return {"note": "", **entry, "value": float(value), "task": registry.canonical("task", entry["task"]),
+            "rule": registry.canonical("rule", entry["rule"])}
