@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
-from . import registry
+from . import __version__, registry
 from .errors import PlasticityError
 from .params import describe
 
 KIND_WORDS = {"rules": "rule", "tasks": "task", "optimizers": "optimizer"}
+LIST_KINDS = (*KIND_WORDS, "suites")
+
+
+def _list_kind(word: str) -> str:
+    """`list rule` means `list rules` (and so for every kind)."""
+    return word if word in LIST_KINDS or f"{word}s" not in LIST_KINDS else f"{word}s"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -20,15 +28,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plasticity", description="Benchmark biologically-plausible learning rules.")
+    parser.add_argument("--version", action="version",
+                        version=f"plasticity {__version__} ({Path(__file__).resolve().parent})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite (skipping complete cells) and write its report")
-    run.add_argument("suite", nargs="?", default="quick", help="suite name in suites/ or path to a TOML file (default: quick)")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    run.add_argument("suite", nargs="?", default="quick",
+                     help="suite name in suites/ or path to a TOML file (default: quick)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--jobs", type=int, default=1, help="worker processes running cells in parallel (default: 1)")
-    run.add_argument("--data-dir", type=Path, default=None, help="data folder (default: $PLASTICITY_DATA or ~/.cache/plasticity)")
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="data folder (default: $PLASTICITY_DATA or ~/.cache/plasticity)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<suite name>)")
-    run.add_argument("--no-report", action="store_true", help="only run; build the report later with `plasticity report`")
+    run.add_argument("--no-report", action="store_true",
+                     help="only run; build the report later with `plasticity report`")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--max-cells", type=int, default=None, metavar="N",
                      help="refuse a suite that expands to more than N cells (default: 10000)")
@@ -40,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild index.html and results.csv of a suite folder from its runs")
     rep.add_argument("dir", type=Path, help="suite output folder, e.g. reports/quick")
 
-    lst = sub.add_parser("list", help="show registered rules, tasks and optimizers with their parameters")
-    lst.add_argument("kind", nargs="?", choices=sorted(KIND_WORDS), help="only this kind")
+    lst = sub.add_parser("list", help="show registered rules, tasks and optimizers with their parameters, "
+                                      "and the suites")
+    lst.add_argument("kind", nargs="?", type=_list_kind, choices=LIST_KINDS,
+                     help="only this kind (singular or plural: rule, rules, ...)")
     _add_common(lst)
 
     chk = sub.add_parser("check", help="run the conformance checks on one rule")
@@ -52,32 +67,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(args: argparse.Namespace) -> int:
     registry.load_plugins(args.plugins)
-    kinds = [args.kind] if args.kind else ["rules", "tasks", "optimizers"]
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    width = max(60, shutil.get_terminal_size().columns - 1)
     for kind in kinds:
+        if kind == "suites":
+            _list_suites(width, [Path(p).resolve() for p in args.plugins])
+            continue
         print(f"{kind}:")
         for entry in registry.entries(KIND_WORDS[kind]):
-            print(f"  {entry.name:<16} {entry.summary}")
-            extra = ""
+            print(textwrap.fill(entry.summary, width, initial_indent=f"  {entry.name:<16} ",
+                                subsequent_indent=" " * 19, break_on_hyphens=False))
+            if entry.aliases:
+                print(f"    also accepted under its old name{'s' if len(entry.aliases) > 1 else ''}: "
+                      f"{', '.join(entry.aliases)}")
+            _print_params(entry.obj.Params, width)
             if kind == "rules":
                 obj = entry.obj
-                extra = "  optimizer: none (closed-form)" if not obj.uses_optimizer else \
-                    f"  default optimizer: {obj.default_optimizer[0]} {obj.default_optimizer[1]}"
+                print("    optimizer: none (closed-form)" if not obj.uses_optimizer else
+                      f"    default optimizer: {obj.default_optimizer[0]} {obj.default_optimizer[1]}")
             if kind == "tasks":
-                extra = f"  thresholds: {', '.join(f'{t:g}' for t in entry.obj.thresholds)}; budget: {entry.obj.budget}"
-            for name, tp, default in describe(entry.obj.Params):
-                print(f"      {name} = {default!r}  ({tp})")
-            if extra:
-                print(f"    {extra.strip()}")
+                print(f"    thresholds: {', '.join(f'{t:g}' for t in entry.obj.thresholds)}; "
+                      f"budget: {entry.obj.budget}")
         print()
     return 0
 
 
+def _print_params(params_cls: type, width: int) -> None:
+    """One line per parameter: `name = default`, its description, its type (descriptions wrap)."""
+    rows = [(f"{p.name} = {p.default!r}", f"{p.help} ({p.type})" if p.help else f"({p.type})")
+            for p in describe(params_cls)]
+    col = min(max((len(left) for left, _ in rows), default=0), 30)
+    for left, right in rows:
+        indent = " " * (6 + col + 2)
+        print(textwrap.fill(right, width, initial_indent=f"      {left:<{col}}  ", subsequent_indent=indent,
+                            break_on_hyphens=False) if len(left) <= col else
+              f"      {left}\n" + textwrap.fill(right, width, initial_indent=indent, subsequent_indent=indent))
+
+
+def _list_suites(width: int, plugins: list[Path]) -> None:
+    """Each suite in suites/ with its cell count and description; one that does not load shows
+    its error on its line, and the listing goes on."""
+    from .suite import SUITES_DIR, load_suite
+
+    print(f"suites (in {SUITES_DIR}; run one with `plasticity run NAME`):")
+    for path in sorted(SUITES_DIR.glob("*.toml")):
+        try:
+            suite = load_suite(path, plugins)
+        except Exception as exc:  # noqa: BLE001  a broken suite must not hide the others
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, PlasticityError):
+                message = f"{type(exc).__name__}: {message}"
+            if len(message) > 2 * width:
+                message = message[:2 * width - 1] + "…"
+            print(textwrap.fill(f"cannot be loaded: {message}", width, initial_indent=f"  {path.stem:<24} ",
+                                subsequent_indent=" " * 27))
+            continue
+        cells = len({c.cell_id for c in suite.cells})
+        text = f"{cells:>4} cells  {suite.description or '(no description)'}"
+        print(textwrap.fill(text, width, initial_indent=f"  {path.stem:<24} ", subsequent_indent=" " * 39,
+                            break_on_hyphens=False))
+    print()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from .engine import resolve_device
     from .runner import run_suite
     from .suite import load_suite
 
     if args.jobs < 1:
         raise PlasticityError(f"--jobs must be at least 1, got {args.jobs}")
+    resolve_device(args.device)  # a bad --device stops here, before anything reads as started
     from .suite import MAX_CELLS
     max_cells = MAX_CELLS if args.max_cells is None else args.max_cells
     if max_cells < 1:

@@ -40,15 +40,24 @@ clock: Callable[[], float] = time.perf_counter
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when available; 'cuda' without a GPU is an error that says so."""
+    """'auto' picks CUDA when available; a device this machine lacks is an error that says so."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False); "
-                          "use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"unknown device '{name}'; choose auto, cpu or cuda")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device '{name}'; choose auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA device is available (torch.cuda.is_available() is False); "
+                              "use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                              f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    return dev
 
 
 def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:

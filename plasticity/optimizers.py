@@ -41,10 +41,10 @@ class SGD(OptimizerSpec):
 
     @dataclass(frozen=True)
     class Params:
-        lr: float = 0.1
-        momentum: float = 0.0
-        nesterov: bool = False
-        weight_decay: float = 0.0
+        lr: float = 0.1  # learning rate η
+        momentum: float = 0.0  # heavy-ball momentum (0: none)
+        nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
+        weight_decay: float = 0.0  # L2 penalty added to the gradient
 
         def __post_init__(self) -> None:
             _positive("lr", self.lr)
@@ -65,11 +65,11 @@ class Adam(OptimizerSpec):
 
     @dataclass(frozen=True)
     class Params:
-        lr: float = 1e-3
-        beta1: float = 0.9
-        beta2: float = 0.999
-        eps: float = 1e-8
-        weight_decay: float = 0.0
+        lr: float = 1e-3  # learning rate η
+        beta1: float = 0.9  # decay of the first-moment (mean) estimate
+        beta2: float = 0.999  # decay of the second-moment estimate
+        eps: float = 1e-8  # added to the denominator for numerical stability
+        weight_decay: float = 0.0  # L2 penalty added to the gradient
 
         def __post_init__(self) -> None:
             _positive("lr", self.lr)
@@ -90,9 +90,9 @@ class Adagrad(OptimizerSpec):
 
     @dataclass(frozen=True)
     class Params:
-        lr: float = 1e-2
-        eps: float = 1e-10
-        weight_decay: float = 0.0
+        lr: float = 1e-2  # learning rate η
+        eps: float = 1e-10  # added to the denominator for numerical stability
+        weight_decay: float = 0.0  # L2 penalty added to the gradient
 
         def __post_init__(self) -> None:
             _positive("lr", self.lr)
@@ -109,11 +109,11 @@ class RMSprop(OptimizerSpec):
 
     @dataclass(frozen=True)
     class Params:
-        lr: float = 1e-3
-        alpha: float = 0.99
-        eps: float = 1e-8
-        momentum: float = 0.0
-        weight_decay: float = 0.0
+        lr: float = 1e-3  # learning rate η
+        alpha: float = 0.99  # decay of the running mean of squared gradients
+        eps: float = 1e-8  # added to the denominator for numerical stability
+        momentum: float = 0.0  # heavy-ball momentum (0: none)
+        weight_decay: float = 0.0  # L2 penalty added to the gradient
 
         def __post_init__(self) -> None:
             _positive("lr", self.lr)
@@ -143,17 +143,17 @@ from .params import as_dict  # noqa: E402
 @dataclass(frozen=True)
 class _MultiplicativeParams:
     """Parameters of the multiplicative term θ ← θ − η_out |θ| tanh(η_in m·l)."""
-    eta_in: float = 1.0
+    eta_in: float = 1.0  # scale inside tanh: η_in in |θ| tanh(η_in m·l)
     eta_out: float | None = None  # None: the same as lr (the authors' default)
 
 
 @dataclass(frozen=True)
 class _HybridParams(_MultiplicativeParams):
     """Parameters of the hybrid blend γ·multiplicative + (1 − γ)·additive and of γ's schedule."""
-    gamma: float = 0.5
-    gamma_schedule: _gofau.GammaSchedule = "constant"
-    gamma_patience: int = 0
-    gamma_decay: float = 0.999
+    gamma: float = 0.5  # share of the multiplicative term (1: multiplicative only, 0: additive only)
+    gamma_schedule: _gofau.GammaSchedule = "constant"  # constant, decay (after gamma_patience steps), random
+    gamma_patience: int = 0  # steps at the initial γ before the decay schedule starts
+    gamma_decay: float = 0.999  # factor on γ per step once the decay schedule runs
     seed: int | None = None  # of the random γ schedule; None: drawn from torch's seeded global RNG
 
 
@@ -188,7 +188,7 @@ class _GofauSpec(OptimizerSpec):
 def _gofau_sgd_params(optimizer: type, mode_params: type) -> type:
     @dataclass(frozen=True)
     class Params(_GofauParamsCheck, mode_params, SGD.Params):
-        tanh_momentum: bool = False
+        tanh_momentum: bool = False  # momentum averages tanh(η_in g): each step bounded by η_out |θ|
         _optimizer: ClassVar[type] = optimizer
 
         def __post_init__(self) -> None:

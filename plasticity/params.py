@@ -11,12 +11,18 @@ int fits in 64 bits (what torch takes); a string holds no control characters and
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import io
 import math
+import textwrap
+import tokenize
 import types
 import typing
 import unicodedata
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 from .errors import ConfigError, closest
 
@@ -206,7 +212,53 @@ def as_dict(params: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)}
 
 
-def describe(params_cls: type) -> list[tuple[str, str, Any]]:
-    """(name, type description, default) for each field, for `plasticity list`."""
+class ParamInfo(NamedTuple):
+    """One hyperparameter as `plasticity list` shows it."""
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def describe(params_cls: type) -> list[ParamInfo]:
+    """Name, type description, default and description of each field, for `plasticity list`.
+
+    A field's description is the comment after it in the class body (`lr: float = 0.1  # step size`),
+    or `#:` comment lines right above it; a subclass that redeclares a field without a comment
+    (only to change its default) keeps the base class's description.
+    """
     hints = typing.get_type_hints(params_cls)
-    return [(f.name, _type_name(hints[f.name]), default_value(f)) for f in dataclasses.fields(params_cls)]
+    helps: dict[str, str] = {}
+    for klass in reversed(params_cls.__mro__):
+        helps.update(_field_comments(klass))
+    return [ParamInfo(f.name, _type_name(hints[f.name]), default_value(f), helps.get(f.name, ""))
+            for f in dataclasses.fields(params_cls)]
+
+
+@functools.cache
+def _field_comments(klass: type) -> dict[str, str]:
+    """Comments on the annotated fields written in `klass`'s own body ({} without source)."""
+    if klass is object or "__annotations__" not in vars(klass):
+        return {}
+    try:
+        source = textwrap.dedent("".join(inspect.getsourcelines(klass)[0]))
+        tree = ast.parse(source)
+        comments = {tok.start[0]: tok.string[1:] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                    if tok.type == tokenize.COMMENT}
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        return {}  # no source (a class built at run time, a frozen app): no descriptions
+    body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
+    found: dict[str, str] = {}
+    for node in body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        after = [comments[i].strip() for i in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+                 if i in comments]
+        above, i = [], node.lineno - 1
+        while comments.get(i, "").startswith(":"):
+            above.insert(0, comments[i][1:].strip())
+            i -= 1
+        text = " ".join(c for c in above + after if c and not c.startswith(("noqa", "type:")))
+        if text:
+            found[node.target.id] = text
+    return found

@@ -21,6 +21,8 @@ from typing import Any, Callable, TypeVar
 from .errors import RegistryError, unknown
 
 KINDS = ("rule", "task", "optimizer")
+
+
 def _project_root() -> Path:
     """The checkout holding `rules/` and `tasks/`: beside the package for an editable install,
     else the current folder (a non-editable install run from the checkout)."""
@@ -38,19 +40,30 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered component: its class, the file that defined it, and a one-line summary."""
+    """A registered component: its class, the file that defined it, its old names (aliases)."""
     kind: str
     name: str
     obj: Any
     source: str
+    aliases: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
-        doc = inspect.getdoc(self.obj) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else "(no description)"
+        """The docstring's summary: its first paragraph, however many lines it wraps over."""
+        return summary_of(self.obj)
+
+
+def summary_of(obj: Any) -> str:
+    """The first paragraph of `obj`'s docstring on one line ('(no description)' without one)."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    if not doc:
+        return "(no description)"
+    return " ".join(line.strip() for line in doc.split("\n\n", 1)[0].splitlines())
 
 
 _entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+#: per kind, old name -> current name (a renamed component keeps working under its old name)
+_aliases: dict[str, dict[str, str]] = {k: {} for k in KINDS}
 _loaded_files: set[Path] = set()
 _entry_points_loaded = False
 
@@ -62,43 +75,56 @@ def _source_of(obj: Any) -> str:
         return getattr(obj, "__module__", "?")
 
 
-def register(kind: str, name: str, obj: Any) -> Any:
-    """Add `obj` under `name`; a second component with the same name is an error naming both files."""
+def _check_name(kind: str, name: Any, source: str) -> None:
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise RegistryError(f"{kind} name must be a non-empty word, got {name!r} ({source})")
+
+
+def register(kind: str, name: str, obj: Any, aliases: Iterable[str] = ()) -> Any:
+    """Add `obj` under `name` (and its old names `aliases`); a name already taken by another
+    component, as its name or as an alias, is an error naming both files."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-        raise RegistryError(f"{kind} name must be a non-empty word, got {name!r} ({_source_of(obj)})")
     source = _source_of(obj)
+    aliases = tuple(aliases)
+    for n in (name, *aliases):
+        _check_name(kind, n, source)
     old = _entries[kind].get(name)
-    if old is not None:
-        if old.obj is obj:
-            return obj
-        raise RegistryError(f"two {kind}s are named '{name}': one in {old.source}, "
-                            f"another in {source}; rename one of them")
+    if old is not None and old.obj is obj:
+        return obj
+    for n in (name, *aliases):
+        holder = _entries[kind].get(_aliases[kind].get(n, n))
+        if holder is not None:
+            what = f"'{n}'" if holder.name == n else f"'{n}' (an old name of '{holder.name}')"
+            raise RegistryError(f"two {kind}s are named {what}: one in {holder.source}, "
+                                f"another in {source}; rename one of them")
     obj.name = name
-    _entries[kind][name] = Entry(kind, name, obj, source)
+    _entries[kind][name] = Entry(kind, name, obj, source, aliases)
+    for a in aliases:
+        _aliases[kind][a] = name
     return obj
 
 
-def _decorator(kind: str, name: str) -> Callable[[T], T]:
+def _decorator(kind: str, name: str, aliases: Iterable[str]) -> Callable[[T], T]:
     def wrap(obj: T) -> T:
-        return register(kind, name, obj)
+        return register(kind, name, obj, aliases)
     return wrap
 
 
-def register_rule(name: str) -> Callable[[T], T]:
-    """Class decorator: make a `LearningRule` subclass available to suites under `name`."""
-    return _decorator("rule", name)
+def register_rule(name: str, aliases: Iterable[str] = ()) -> Callable[[T], T]:
+    """Class decorator: make a `LearningRule` subclass available to suites under `name`
+    (and under the old names `aliases`, which resolve to `name`)."""
+    return _decorator("rule", name, aliases)
 
 
-def register_task(name: str) -> Callable[[T], T]:
-    """Class decorator: make a `Task` subclass available to suites under `name`."""
-    return _decorator("task", name)
+def register_task(name: str, aliases: Iterable[str] = ()) -> Callable[[T], T]:
+    """Class decorator: make a `Task` subclass available to suites under `name` (and `aliases`)."""
+    return _decorator("task", name, aliases)
 
 
-def register_optimizer(name: str) -> Callable[[T], T]:
-    """Class decorator: make an `OptimizerSpec` subclass available to suites under `name`."""
-    return _decorator("optimizer", name)
+def register_optimizer(name: str, aliases: Iterable[str] = ()) -> Callable[[T], T]:
+    """Class decorator: make an `OptimizerSpec` subclass available to suites under `name` (and `aliases`)."""
+    return _decorator("optimizer", name, aliases)
 
 
 def load_plugin_file(path: Path) -> None:
@@ -176,6 +202,7 @@ def load_plugins(extra_dirs: Iterable[str | Path] = ()) -> None:
 
 
 def names(kind: str) -> list[str]:
+    """The registered names of `kind`, sorted (old names are not listed: see `Entry.aliases`)."""
     return sorted(_entries[kind])
 
 
@@ -183,12 +210,19 @@ def entries(kind: str) -> list[Entry]:
     return [_entries[kind][n] for n in names(kind)]
 
 
+def canonical(kind: str, name: str) -> str:
+    """The current name for `name`: itself, or the name an alias stands for."""
+    return _aliases[kind].get(name, name)
+
+
 def get(kind: str, name: str, where: str = "") -> Any:
-    """The registered class, or an error listing the known names and the closest match."""
+    """The registered class (by name or old name), or an error listing the known names, the
+    closest match and how to make a component in another folder known."""
     try:
-        return _entries[kind][name].obj
+        return _entries[kind][canonical(kind, name)].obj
     except KeyError:
-        raise RegistryError(unknown(kind, name, _entries[kind], where)) from None
+        raise RegistryError(f"{unknown(kind, name, _entries[kind], where)}. A {kind} defined in another folder: "
+                            f"pass --plugins DIR, or add plugins = [\"DIR\"] to the suite file") from None
 
 
 def get_rule(name: str, where: str = "") -> Any:
@@ -204,5 +238,7 @@ def get_optimizer(name: str, where: str = "") -> Any:
 
 
 def _unregister(kind: str, name: str) -> None:
-    """For tests: forget a component."""
-    _entries[kind].pop(name, None)
+    """For tests: forget a component and its old names."""
+    entry = _entries[kind].pop(name, None)
+    for a in entry.aliases if entry else ():
+        _aliases[kind].pop(a, None)

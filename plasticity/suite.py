@@ -383,7 +383,7 @@ def _refuse_duplicates(cells: list[Cell], where: str) -> None:
 def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Component]:
     """Every grid point of one [[tasks]]/[[rules]]/optimizer entry, each validated."""
     _grid_size(entry, where)
-    name = entry["name"]
+    name = registry.canonical(kind, entry["name"])  # an old name resolves to the current one
     fixed = entry.get("params", {})
     grid = entry.get("grid", {})
     keys = list(grid)
@@ -533,4 +533,5 @@ def _published(entry: dict, where: str) -> dict[str, Any]:
     value = entry.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
         raise ConfigError(f"{where}: value must be a percentage between 0 and 100, got {value!r}")
-    return {"note": "", **entry, "value": float(value)}
+    return {"note": "", **entry, "value": float(value), "task": registry.canonical("task", entry["task"]),
+            "rule": registry.canonical("rule", entry["rule"])}

@@ -37,13 +37,13 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True)
 class TaskParams:
     """Parameters every task shares; a task's own `Params` extends this with new defaults."""
-    hidden: tuple[int, ...] = (256, 256)
-    activation: Activation = "relu"
-    init: Init = "torch"
-    init_scale: float = 1.0
-    batch_size: int = 100
-    val_size: int = 5000
-    normalize: Normalize = "standard"
+    hidden: tuple[int, ...] = (256, 256)  # widths of the hidden layers of the MLP
+    activation: Activation = "relu"  # hidden-layer nonlinearity (the output layer is linear)
+    init: Init = "torch"  # weight initialisation (torch: nn.Linear's uniform ±1/√fan_in)
+    init_scale: float = 1.0  # multiplies every initial weight
+    batch_size: int = 100  # examples per update (0: the whole training set, one update per epoch)
+    val_size: int = 5000  # training examples held out for validation (thresholds are crossed on it)
+    normalize: Normalize = "standard"  # inputs: standard (one mean, std), per_feature, unit [0, 1], symmetric [-1, 1]
 
     def __post_init__(self) -> None:
         if self.batch_size < 0:

@@ -20,7 +20,7 @@ class Backprop(LearningRule):
 
     @dataclass(frozen=True)
     class Params:
-        loss: LossName = "ce"
+        loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
 
     default_optimizer = ("sgd", {"lr": 0.05, "momentum": 0.9})
 

@@ -56,11 +56,13 @@ class ExpectationReflection(LearningRule):
 
     @dataclass(frozen=True)
     class Params:
+        #: sequential: layers solved bottom-up, each on a fresh forward pass (Algorithm 2);
+        #: simultaneous: every layer from one forward pass (Algorithm 1)
         algorithm: Literal["sequential", "simultaneous"] = "sequential"
         eta: float = 0.5      # 1: take the solved weights; < 1: move that fraction toward them
         alpha: float = 0.1    # ridge per example (the solve uses α·batch size)
         guard: float = 1e-6   # |Z| below which H/Z is set to its limit 1
-        stop_on_rise: bool = False
+        stop_on_rise: bool = False  # undo the last update and stop when the batch's squared error rises (full batch)
 
         def __post_init__(self) -> None:
             if not 0 < self.eta <= 1:

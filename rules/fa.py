@@ -30,8 +30,8 @@ from plasticity.losses import LossName
 
 @dataclass(frozen=True)
 class FeedbackParams:
-    loss: LossName = "ce"
-    feedback_scale: float = 1.0
+    loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
+    feedback_scale: float = 1.0  # std of the random feedback, in units of the layer's initial weight std
 
     def __post_init__(self) -> None:
         if not self.feedback_scale > 0:

@@ -73,13 +73,13 @@ class ReciprocalFeedback(_Reciprocal):
 
     @dataclass(frozen=True)
     class Params:
-        loss: LossName = "ce"
-        drive: Drive = "noise"
-        feedback_lr: float = 0.5
-        steps: int = 1
-        noise_batch: int = 100
-        derivative: bool = True
-        feedback_scale: float = 1.0
+        loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
+        drive: Drive = "noise"  # what recirculation runs on: white noise, the layer's input activity, or both
+        feedback_lr: float = 0.5  # normalised recirculation step η (ΔB = η⟨(x − x̂)hᵀ⟩/λ̂); stable below 2
+        steps: int = 1  # recirculation steps per weight update
+        noise_batch: int = 100  # white-noise samples per recirculation step
+        derivative: bool = True  # apply f′ between layers (false: the poster's linearised rule)
+        feedback_scale: float = 1.0  # std of the initial random B, in units of the layer's initial weight std
 
         def __post_init__(self) -> None:
             if self.drive not in DRIVES:
@@ -148,10 +148,10 @@ class PinvFeedback(_Reciprocal):
 
     @dataclass(frozen=True)
     class Params:
-        loss: LossName = "ce"
-        ridge: float = 1e-6
-        refresh_every: int = 1
-        derivative: bool = True
+        loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
+        ridge: float = 1e-6  # ridge of the pseudo-inverse (0: exact SVD)
+        refresh_every: int = 1  # recompute B = W⁺ every this many updates
+        derivative: bool = True  # apply f′ between layers (false: the poster's linearised rule)
 
         def __post_init__(self) -> None:
             if self.ridge < 0:

@@ -53,8 +53,9 @@ class TargetParams:
     feedback_lr: float = 1.96e-3        # learning rate of the feedback path
     feedback_optimizer: str = "adam"    # any registered optimizer, at lr = feedback_lr
     inverse_steps: int = 1              # feedback-path updates per forward update
+    #: alternating: the inverses step on the batch first, then the targets; parallel: both at once
     schedule: Literal["alternating", "parallel"] = "alternating"
-    loss: LossName = "ce"
+    loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
 
     def __post_init__(self) -> None:
         for name in ("beta", "feedback_lr"):
@@ -73,6 +74,7 @@ class TargetParams:
 
 @dataclass(frozen=True)
 class TargetPropParams(TargetParams):
+    #: the first target: on the penultimate layer (Lee/Bartunov DTP) or the output (Meulemans)
     top_target: Literal["penultimate", "output"] = "penultimate"
 
     def __post_init__(self) -> None:

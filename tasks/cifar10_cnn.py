@@ -130,7 +130,7 @@ class CIFAR10CNN(CIFAR10):
 
     @dataclass(frozen=True)
     class Params(CIFAR10.Params):
-        width: int = 16
+        width: int = 16  # channels of the first conv (64: the original ResNet-9)
         train_subset: int = 0  # training images kept (0: all 45,000 left after validation)
         test_subset: int = 0   # test images kept (0: all 10,000); evaluation is most of a small run's time
 

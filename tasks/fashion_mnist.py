@@ -7,7 +7,7 @@ from plasticity import RawData, Task, TaskParams, register_task
 from plasticity.data import load_fashion_mnist
 
 
-@register_task("fashion_mnist")
+@register_task("fashion-mnist", aliases=["fashion_mnist"])
 class FashionMNIST(Task):
     """Fashion-MNIST clothing: 28×28 grey images as 784 inputs, 10 classes, 55k/5k/10k split."""
 

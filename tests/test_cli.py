@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from plasticity.cli import main
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -62,3 +64,46 @@ def test_missing_data_stops_the_suite_with_one_clear_message(tmp_path, capsys, m
     assert code == 2
     assert "plasticity: error:" in err and "train-images-idx3-ubyte.gz" in err and "PLASTICITY_DATA" in err
     assert not list((out / "runs").iterdir()), "nothing that looks like a result is left behind"
+
+
+def test_version(capsys):
+    import plasticity
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"plasticity {plasticity.__version__} (")
+
+
+@pytest.mark.parametrize("singular, plural", [("rule", "rules"), ("task", "tasks"), ("optimizer", "optimizers")])
+def test_list_accepts_the_singular(capsys, singular, plural):
+    assert main(["list", plural]) == 0
+    expected = capsys.readouterr().out
+    assert main(["list", singular]) == 0
+    assert capsys.readouterr().out == expected and expected.startswith(f"{plural}:")
+
+
+def test_list_suites_shows_cells_and_survives_a_broken_suite(tmp_path, monkeypatch, capsys):
+    from plasticity import suite as suite_module
+    (tmp_path / "good.toml").write_text('description = "Two seeds of BP."\nseeds = [0, 1]\n'
+                                        '[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
+                                        'grid = { loss = ["ce", "mse"] }\n')
+    (tmp_path / "bad-rule.toml").write_text('[[tasks]]\nname = "digits"\n[[rules]]\nname = "nope"\n')
+    (tmp_path / "bad-toml.toml").write_text('seeds = [0\n')
+    monkeypatch.setattr(suite_module, "SUITES_DIR", tmp_path)
+    assert main(["list", "suite"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    good = next(line for line in lines if line.startswith("  good "))
+    assert "4 cells" in good and "Two seeds of BP." in good
+    bad_rule = " ".join(lines[[i for i, line in enumerate(lines) if line.startswith("  bad-rule ")][0]:])
+    assert "cannot be loaded" in bad_rule and "unknown rule 'nope'" in bad_rule
+    assert any(line.startswith("  bad-toml ") and "cannot be loaded" in line for line in lines)
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'"), ("cuda:x", "unknown device"),
+                                             ("cuda:99", "cuda:99")])
+def test_bad_device_stops_before_anything_starts(tmp_path, capsys, device, message):
+    out = tmp_path / "out"
+    assert main(["run", "quick", "--device", device, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plasticity: error:") and message in err
+    assert "cells" not in err and not out.exists()

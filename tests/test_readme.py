@@ -2,8 +2,10 @@
 the GOFAU optimizer example runs and trains."""
 from __future__ import annotations
 
+import configparser
 import math
 import re
+import tomllib
 from pathlib import Path
 
 import torch
@@ -11,7 +13,8 @@ import torch
 from plasticity import registry
 from plasticity.testing import check_rule
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
 
 
 def test_readme_rule_example_is_conformant(tmp_path):
@@ -21,10 +24,10 @@ def test_readme_rule_example_is_conformant(tmp_path):
     (tmp_path / "sign_symmetry.py").write_text(block)
     try:
         registry.load_plugins([tmp_path])
-        failed = [r for r in check_rule("sign_symmetry") if not r.passed]
+        failed = [r for r in check_rule("sign-symmetry") if not r.passed]
         assert not failed, failed
     finally:
-        registry._unregister("rule", "sign_symmetry")
+        registry._unregister("rule", "sign-symmetry")
 
 
 def test_readme_names_the_ci_test_command():
@@ -65,3 +68,25 @@ def test_readme_results_as_data_example_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean" in out and "bp + sgd" in out and "optimizer.lr" in out
     assert namespace["curves"].max() > 1  # percent
+
+
+def test_readme_opens_with_the_two_setup_commands_and_the_first_installs_tox():
+    """The README's first lines are the two commands; run one after the other on a fresh machine,
+    the first must install what the second calls (tox), from an extra that exists."""
+    text = README.read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert block.start() < text.index("\n## "), "the set-up commands come before any section"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["pip install -e '.[dev]' && plasticity run quick", "tox -e py"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"tox\b", req) for req in extras["dev"])
+
+
+def test_tox_runs_ruff_then_pytest_and_has_an_env_per_suite():
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    commands = [c.split()[:2] for c in tox["testenv"]["commands"].strip().splitlines()]
+    assert [c[0] for c in commands] == ["ruff", "pytest"] and commands[0][1] == "check"
+    assert "ruff" in tox["testenv"]["deps"]
+    section = next(s for s in tox.sections() if s.startswith("testenv:{"))
+    assert set(section[len("testenv:{"):-1].split(",")) == {p.stem for p in (ROOT / "suites").glob("*.toml")}

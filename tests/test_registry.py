@@ -105,3 +105,90 @@ def test_entry_point_that_fails_names_it(monkeypatch, tmp_path):
     with pytest.raises(RegistryError, match=r"entry point 'ep_rule' in group plasticity.rules "
                                             r"\(ep_broken_mod:EPRule\) failed to import: ImportError: missing"):
         registry.load_plugins()
+
+
+# ---------------------------------------------------------------------------- names, aliases, descriptions
+
+def test_old_task_name_is_an_alias_of_the_hyphenated_one(tmp_path, capsys):
+    """One naming style (hyphens); the old name still resolves, in suites and on the CLI."""
+    from plasticity.suite import parse_suite
+
+    assert registry.get_task("fashion_mnist") is registry.get_task("fashion-mnist")
+    assert "fashion-mnist" in registry.names("task") and "fashion_mnist" not in registry.names("task")
+    text = 'seeds = [0]\n[[tasks]]\nname = "{}"\n[[rules]]\nname = "bp"\n'
+    old, new = (parse_suite(text.format(n), tmp_path / "s.toml").cells[0] for n in ("fashion_mnist", "fashion-mnist"))
+    assert old.task.name == "fashion-mnist" and old.cell_id == new.cell_id  # same cache key, results reused
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "  fashion-mnist " in out and "  fashion_mnist " not in out  # listed once, as an alias
+    assert "old name: fashion_mnist" in out
+
+
+def test_a_new_component_cannot_take_an_old_name(tmp_path):
+    task = ('from plasticity import Task, register_task\n'
+            '@register_task("fashion_mnist")\nclass T(Task):\n    """Another task."""\n')
+    path = write_plugin(tmp_path / "dup", "t.py", task)
+    with pytest.raises(RegistryError, match=rf"two tasks are named 'fashion_mnist' \(an old name of 'fashion-mnist'\)"
+                                            rf": one in .*tasks/fashion_mnist.py, another in {path}"):
+        registry.load_plugins([tmp_path / "dup"])
+
+
+def test_unknown_rule_says_how_to_load_one_from_another_folder(tmp_path, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text('seeds = [0]\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "my_rule"\n')
+    assert main(["run", str(suite), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown rule 'my_rule'" in err and "--plugins DIR" in err and 'plugins = ["DIR"]' in err
+    assert main(["check", "my_rule"]) == 2
+    assert "--plugins DIR" in capsys.readouterr().err
+
+
+def test_summary_is_the_whole_first_paragraph(capsys):
+    """A summary wrapped over several docstring lines is shown whole (dtp's was cut mid-sentence)."""
+    assert main(["list", "rules"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "TP with the correction ẑ_{l−1} = z_{l−1} − g_l(z_l) + g_l(ẑ_l), exact whenever the target equals" \
+           " the activity." in out
+    assert registry.summary_of(type("R", (), {"__doc__": "First line\n    goes on.\n\n    Details."})) == \
+        "First line goes on."
+
+
+def test_every_builtin_parameter_has_a_description():
+    from plasticity.params import describe
+    missing = [f"{kind} {e.name}: {p.name}" for kind in registry.KINDS for e in registry.entries(kind)
+               for p in describe(e.obj.Params) if not p.help]
+    assert not missing, missing
+
+
+def test_plugin_parameter_descriptions_come_from_comments(tmp_path, capsys):
+    write_plugin(tmp_path / "p", "described.py", '''
+        from dataclasses import dataclass
+        from plasticity import LearningRule, register_rule
+
+        @dataclass(frozen=True)
+        class Base:
+            scale: float = 1.0  # multiplies the feedback
+            #: how many steps
+            #: per update
+            steps: int = 1
+            plain: int = 0
+
+        @register_rule("test_described")
+        class R(LearningRule):
+            """A rule with described parameters."""
+
+            @dataclass(frozen=True)
+            class Params(Base):
+                scale: float = 2.0  # noqa: E501
+        ''')
+    try:
+        registry.load_plugins([tmp_path / "p"])
+        from plasticity.params import describe
+        helps = {p.name: p.help for p in describe(registry.get_rule("test_described").Params)}
+        # a redeclared field without its own description keeps the base's; lint pragmas are no description
+        assert helps == {"scale": "multiplies the feedback", "steps": "how many steps per update", "plain": ""}
+        assert main(["list", "rule", "--plugins", str(tmp_path / "p")]) == 0
+        out = capsys.readouterr().out
+        assert "scale = 2.0" in out and "multiplies the feedback (float)" in out
+    finally:
+        registry._unregister("rule", "test_described")

@@ -11,14 +11,15 @@ from plasticity.data import cifar, load_cifar10, load_fashion_mnist, load_mnist
 from plasticity.data.idx import write_idx
 from plasticity.errors import DataError
 from plasticity.registry import entries, get_task
+from plasticity.testing import make_rule
 
 CPU = torch.device("cpu")
 EXPECTED = {
     "mnist": ((256, 256), (0.90, 0.95, 0.97, 0.98), {"epochs": 10}),
-    "fashion_mnist": ((256, 256), (0.80, 0.85, 0.88), {"epochs": 10}),
+    "fashion-mnist": ((256, 256), (0.80, 0.85, 0.88), {"epochs": 10}),
     "cifar10": ((1024, 512), (0.35, 0.45, 0.50, 0.55), {"epochs": 20}),
 }
-FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py"}
+FOLDERS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py"}
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +40,23 @@ def test_task_declarations(name):
     assert "10 classes" in summary
 
 
+@pytest.mark.parametrize("a, b", [("fa", "dfa"), ("tp", "dtp")])
+def test_digits_default_network_tells_rules_apart(a, b):
+    """On one hidden layer FA and DFA are the same computation, and so are TP and DTP (the quick
+    suite then shows two rules with the same numbers): the default digits network must be deeper."""
+    p = get_task("digits").Params()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 64, generator=g), torch.randint(0, 10, (32,), generator=g)
+    trained = []
+    for name in (a, b):
+        rule = make_rule(name, seed=0, sizes=(64, *p.hidden, 10), activation=p.activation)
+        for _ in range(3):
+            rule.update(x, y)
+        trained.append([w.detach().clone() for w in rule.net.parameters()])
+    gap = max(float((u - v).abs().max()) for u, v in zip(*trained))
+    assert gap > 1e-3, f"{a} and {b} trained the same weights (largest difference {gap:.1e})"
+
+
 def _fake_idx_dataset(folder: Path, n_train: int = 60, n_test: int = 20) -> None:
     rng = np.random.default_rng(1)
     folder.mkdir(parents=True)
@@ -56,7 +74,7 @@ def _fake_cifar(folder: Path, rows: int) -> None:
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_idx_task_on_synthetic_files(tmp_path, name, monkeypatch):
     from plasticity.data import download
     monkeypatch.setattr(download, "MD5", {})  # synthetic files under the official names: no official md5s
@@ -93,7 +111,7 @@ def _real(root: Path, name: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name, loader", [("mnist", load_mnist), ("fashion_mnist", load_fashion_mnist)])
+@pytest.mark.parametrize("name, loader", [("mnist", load_mnist), ("fashion-mnist", load_fashion_mnist)])
 def test_real_idx_files(real_data_dir, name, loader):
     root = _real(real_data_dir, name)
     x_train, y_train, x_test, y_test = loader(root)
