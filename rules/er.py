@@ -45,9 +45,15 @@ from torch.nn import functional as F
 
 from plasticity import LearningRule, register_rule
 from plasticity.errors import ConfigError
-from plasticity.linalg import affine_lstsq, gram_rcond, pinv, psd_condition
+from plasticity.linalg import AffineSystem, gram_rcond, pinv, psd_condition
+from plasticity.network import weights_finite
 
 INVERTIBLE_HIDDEN = "tanh"
+#: Elements (rows × widest layer) of one chunk of the batch: every N × d temporary of an update
+#: (trace, ratio, propagated error) exists one chunk at a time, 64 MB each in float64.
+CHUNK_ELEMENTS = 1 << 23
+#: Grams at most this wide get their condition number exactly, and only when the report asks.
+SMALL_GRAM = 256
 
 
 @register_rule("er")
@@ -61,6 +67,8 @@ class ExpectationReflection(LearningRule):
         alpha: float = 0.1    # ridge per example (the solve uses α·batch size)
         guard: float = 1e-6   # |Z| below which H/Z is set to its limit 1
         stop_on_rise: bool = False
+        train_hidden: bool = True   # False: solve the output layer only (hidden layers stay at init)
+        target_bound: float = 0.0   # > 0: hidden targets Z + ΔZ clipped into ±(1 − bound) (see docstring)
 
         def __post_init__(self) -> None:
             if not 0 < self.eta <= 1:
@@ -69,6 +77,9 @@ class ExpectationReflection(LearningRule):
                 raise ValueError(f"alpha must be non-negative, got {self.alpha}")
             if self.guard < 0:
                 raise ValueError(f"guard must be non-negative, got {self.guard}")
+            if not 0 <= self.target_bound < 1:
+                raise ValueError(f"target_bound must be in [0, 1) (0: the paper's unclipped form), "
+                                 f"got {self.target_bound}")
 
     uses_optimizer = False
     gradient_like = False
@@ -82,11 +93,15 @@ class ExpectationReflection(LearningRule):
         if net.output_activation_name != "linear":
             raise ConfigError(f"rule 'er' applies tanh to the output itself and needs a linear output "
                               f"layer, got '{net.output_activation_name}'")
-        self._grams: dict[int, tuple[torch.Tensor, float, float]] = {}  # layer -> (Gram, ridge, rcond)
+        # layer -> its condition number, or (Gram, ridge, rcond) of a small Gram to compute it from
+        self._conds: dict[int, float | tuple[torch.Tensor, float, float]] = {}
         self._cond: dict[int, float] | None = None
         self._guarded = torch.zeros((), device=net.layers[0].weight.device)
+        self._clipped = torch.zeros((), device=net.layers[0].weight.device)
         self._ratio_entries = 0
+        self._hidden_entries = 0
         self._previous: tuple[float, list[torch.Tensor]] | None = None
+        self._w_pinv: dict[int, torch.Tensor] = {}
         self.stopped = False
 
     # ---- the algorithm --------------------------------------------------------------------
@@ -96,11 +111,23 @@ class ExpectationReflection(LearningRule):
         small = z.abs() < self.params.guard
         self._guarded = self._guarded + small.sum()
         self._ratio_entries += small.numel()
-        return torch.where(small, torch.ones_like(h), h / torch.where(small, torch.ones_like(z), z))
+        return torch.where(small, 1.0, h / torch.where(small, 1.0, z))
 
     def _output_delta(self, h_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """ΔH_L = (Ŷ/Y) ⊙ H_L − H_L."""
         return target * self._ratio(h_out, torch.tanh(h_out)) - h_out
+
+    def _hidden_delta(self, dz: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """ΔH = (H/Z) ⊙ ΔZ, with ΔZ first cut so that the target Z + ΔZ stays inside ±(1 − bound)
+        when `target_bound` > 0 (tanh reaches no target outside (−1, 1))."""
+        bound = self.params.target_bound
+        if bound > 0:
+            limit = 1.0 - bound
+            outside = (z + dz).abs() > limit
+            self._clipped = self._clipped + outside.sum()
+            self._hidden_entries += outside.numel()
+            dz = (z + dz).clamp(-limit, limit) - z
+        return self._ratio(h, z) * dz
 
     def _propagate(self, trace, delta: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
         """ΔH_top sent down to ΔH_bottom through W⁺ and the ratio H/Z of each layer in between."""
@@ -108,15 +135,37 @@ class ExpectationReflection(LearningRule):
             if l not in self._w_pinv:  # W_l only changes after every use of its W_l⁺ in this update
                 self._w_pinv[l] = pinv(self.net.layers[l - 1].weight.T)
             dz = delta @ self._w_pinv[l]               # ΔZ_{l−1} = ΔH_l W_l⁺ (W_l here is in × out)
-            delta = self._ratio(trace.h[l - 1], trace.z[l - 1]) * dz
+            delta = self._hidden_delta(dz, trace.h[l - 1], trace.z[l - 1])
         return delta
 
-    def _solve_layer(self, l: int, z_in: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ΔW_l = Z_{l−1}⁺ ΔH_l with an intercept and ridge α·n; keeps the Gram for diagnostics."""
-        ridge = self.params.alpha * z_in.shape[0]
-        rcond = gram_rcond(z_in.dtype, min(z_in.shape))
-        dw, db, gram = affine_lstsq(z_in, delta, ridge, rcond)
-        self._grams[l] = (gram, ridge, rcond)
+    def _accumulate(self, x: torch.Tensor, target: torch.Tensor,
+                    layers: list[int]) -> tuple[dict[int, AffineSystem], torch.Tensor]:
+        """One pass over the batch in row chunks: each listed layer's regression system
+        (Z_{l−1}, ΔH_l) and the loss `mean((Ŷ − tanh H_L)²)` of the weights as they are now."""
+        n, depth, lowest = x.shape[0], self.net.depth, min(layers)
+        systems = {l: AffineSystem(n, self.net.sizes[l - 1], self.net.sizes[l], x.device) for l in layers}
+        rows = max(1, CHUNK_ELEMENTS // max(self.net.sizes))
+        squared = torch.zeros((), dtype=x.dtype, device=x.device)
+        for s in range(0, n, rows):
+            trace = self.net.forward_trace(x[s:s + rows])
+            t, h_out = target[s:s + rows], trace.h[depth]
+            squared = squared + (t - torch.tanh(h_out)).pow(2).sum()
+            delta = self._output_delta(h_out, t)
+            for l in range(depth, lowest - 1, -1):
+                if l in systems:
+                    systems[l].add(trace.z[l - 1], delta)
+                if l > lowest:
+                    delta = self._propagate(trace, delta, l, l - 1)
+            del trace, delta
+        return systems, squared / target.numel()
+
+    def _solve_layer(self, l: int, system: AffineSystem) -> tuple[torch.Tensor, torch.Tensor]:
+        """ΔW_l = Z_{l−1}⁺ ΔH_l with an intercept and ridge α·n; keeps what the condition number needs."""
+        ridge = self.params.alpha * system.n
+        size = min(system.n, system.d)
+        rcond = gram_rcond(torch.float64, size)
+        dw, db, cond, gram = system.solve(ridge, rcond, estimate=size > SMALL_GRAM)
+        self._conds[l] = (gram, ridge, rcond) if cond != cond else cond  # nan: not estimated
         return dw, db
 
     def _apply(self, l: int, dw: torch.Tensor, db: torch.Tensor) -> None:
@@ -127,39 +176,38 @@ class ExpectationReflection(LearningRule):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.params.stop_on_rise and self.stopped:
+            return {"loss": torch.as_tensor(self._previous[0], dtype=x.dtype, device=x.device)}
+        if not weights_finite(self.net):  # diverged: report it to the engine; pseudo-inverses of NaN raise
+            return {"loss": torch.full((), float("nan"), dtype=x.dtype, device=x.device)}
         target = 2 * F.one_hot(y, self.net.sizes[-1]).to(x.dtype) - 1
-        trace = self.net.forward_trace(x)
-        loss = (target - torch.tanh(trace.h[-1])).pow(2).mean()
-        if not torch.isfinite(loss):  # diverged: report it to the engine; pseudo-inverses of NaN would raise
-            return {"loss": loss}
-        if self.params.stop_on_rise and self._check_rise(loss):
-            return {"loss": torch.as_tensor(self._previous[0], dtype=loss.dtype, device=loss.device)}
         self._guarded = torch.zeros((), device=x.device)
-        self._ratio_entries = 0
+        self._clipped = torch.zeros((), device=x.device)
+        self._ratio_entries = self._hidden_entries = 0
         self._cond = None
-        self._w_pinv: dict[int, torch.Tensor] = {}
+        self._w_pinv = {}
         depth = self.net.depth
-        if self.params.algorithm == "simultaneous":
-            delta = self._output_delta(trace.h[depth], target)
-            steps = []
-            for l in range(depth, 0, -1):
-                steps.append((l, *self._solve_layer(l, trace.z[l - 1], delta)))
-                if l > 1:
-                    delta = self._propagate(trace, delta, l, l - 1)
+        layers = list(range(1, depth + 1)) if self.params.train_hidden else [depth]
+        # Algorithm 1: every layer from one pass; Algorithm 2: bottom-up, a fresh pass per layer
+        # (the layers below have changed), the output layer last.
+        groups = [layers] if self.params.algorithm == "simultaneous" else [[l] for l in layers]
+        loss = None
+        for group in groups:
+            systems, group_loss = self._accumulate(x, target, group)
+            if loss is None:  # the first pass sees the weights before the update
+                loss = group_loss
+                if not torch.isfinite(loss):
+                    return {"loss": loss}
+                if self.params.stop_on_rise and self._check_rise(loss):
+                    return {"loss": torch.as_tensor(self._previous[0], dtype=loss.dtype, device=loss.device)}
+            steps = [(l, *self._solve_layer(l, systems.pop(l))) for l in group]
             for step in steps:
                 self._apply(*step)
-        else:
-            for l in range(1, depth + 1):
-                if l > 1:
-                    trace = self.net.forward_trace(x)  # the layers below have changed
-                delta = self._propagate(trace, self._output_delta(trace.h[depth], target), depth, l)
-                self._apply(l, *self._solve_layer(l, trace.z[l - 1], delta))
+        self._w_pinv = {}
         return {"loss": loss}
 
     def _check_rise(self, loss: torch.Tensor) -> bool:
         """stop_on_rise: undo the last update and stop when the error went up; True when stopped."""
-        if self.stopped:
-            return True
         value = float(loss)
         if self._previous is not None and value > self._previous[0]:
             for p, old in zip(self.net.parameters(), self._previous[1]):
@@ -173,12 +221,15 @@ class ExpectationReflection(LearningRule):
 
     def diagnostics(self) -> dict[str, float]:
         """Per layer the condition number of the (ridge) Gram last solved; the share of ratio
-        entries guarded in the last update; whether stop_on_rise has stopped the rule."""
+        entries guarded and, with `target_bound`, of hidden targets clipped in the last update;
+        whether stop_on_rise has stopped the rule."""
         if self._cond is None:  # computed once per update, however often the engine asks
-            self._cond = {l: psd_condition(g, ridge, rcond) for l, (g, ridge, rcond) in self._grams.items()}
+            self._cond = {l: c if isinstance(c, float) else psd_condition(*c) for l, c in self._conds.items()}
         out = {f"L{l}.gram_cond": c for l, c in sorted(self._cond.items())}
         if self._ratio_entries:
             out["guarded_share"] = float(self._guarded) / self._ratio_entries
+        if self._hidden_entries:
+            out["clipped_share"] = float(self._clipped) / self._hidden_entries
         if self.params.stop_on_rise:
             out["stopped"] = float(self.stopped)
         return out
