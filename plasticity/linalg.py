@@ -4,6 +4,8 @@ Rules never form an explicit inverse of a Gram matrix. A ridge solve (α > 0) fa
 `AᵀA + αI` (or `AAᵀ + αI`, whichever side is smaller) by Cholesky; without ridge (α = 0) the
 pseudo-inverse comes from an SVD with small singular values cut at `rcond`, which is exact on
 rank-deficient matrices. Both work in the input's dtype and on its device (CPU or CUDA).
+Least squares with an intercept (`AffineSystem`, `affine_lstsq`) streams tall matrices in row
+chunks into a float64 Gram and solves it in float64, whatever the rows' dtype.
 """
 from __future__ import annotations
 

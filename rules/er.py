@@ -17,23 +17,54 @@ With one layer, η = 1, α = 0 and a full batch of full column rank this is the 
   layer the forward pass is recomputed and the output error propagated down afresh, so every layer
   fits the activations the layers below it now produce (the covariate-shift fix), and the output
   layer, solved last, is a regression on the final hidden features.
-- The weight solve is `linalg.affine_lstsq` on the batch: intercept unpenalised, ridge `α·n`
-  (α is per example, so it means the same at every batch size), the minimum-norm solution when
-  α = 0. Solving for ΔW rather than W keeps the part of W the batch does not determine (a
-  mini-batch smaller than the layer's width), and ridge then shrinks toward the old weights.
+- The weight solve is a regression with an intercept (`linalg.AffineSystem`): intercept
+  unpenalised, ridge `α·n` (α is per example, so it means the same at every batch size), the
+  minimum-norm solution when α = 0. Solving for ΔW rather than W keeps the part of W the batch
+  does not determine (a mini-batch smaller than the layer's width), and ridge then shrinks toward
+  the old weights.
 - `H/Z` tends to 1 as Z → 0 (tanh(h) ≈ h); where |Z| < `guard` the ratio is set to that limit,
   which at the output gives the authors' `H_new = Ŷ` where `Y ≈ 0`. The share of guarded entries
   is a diagnostic.
 - `stop_on_rise` (full batch): when the batch's mean squared error `(Ŷ − Y)²` is higher than at the
   previous update, the last update is undone and the rule stops changing the weights (the authors'
   older code stops when the error stops falling).
-- With α = 0 the Gram's eigenvalues below `eps·size·λ_max` are dropped (a Gram formed in float32
-  resolves no finer): in float32 a truncated pseudo-inverse, in float64 practically the exact one.
-  On MNIST 784-1024-10 float64 scored 0.2–0.3 points above float32 over the first 3 updates.
 - `W_l⁺` is the exact (SVD) pseudo-inverse of the small weight matrix.
 - The network's output layer stays linear (logits = H_L): argmax H = argmax tanh(H), so the
   engine's accuracy is ER's. The returned loss, `mean((Ŷ − tanh H_L)²)` before the update, is
   reported only; nothing here minimises it.
+
+Scale (issue 12). Every step of an update is row-separable but the solve, so the batch is
+streamed in chunks of `CHUNK_ELEMENTS` (rows × widest layer): forward trace, ratio and propagated
+error exist one chunk at a time and each layer's normal equations (d × d Gram of the centred
+Z_{l−1}, d × k cross-product) are summed in float64 (`linalg.AffineSystem`: shifted sums, so a large
+feature mean cancels nothing; upper-triangle blocks, half the multiply-adds). The solve tries
+Cholesky first and takes the eigen route only when the Gram is near its cut. Before, 784-8192-10
+on 60k images held the whole trace and several N × d temporaries (22.3 GB peak).
+
+Float32 (issue 12). It failed as the layer widened because of the eigenvalue cut, not the Gram's
+arithmetic: at 10k MNIST images, 784-4096-10, the output layer's centred Gram has condition 4.3e5
+(λ_min/λ_max 2.3e-6); the old float32 cut `eps32·size` = 4.9e-4·λ_max dropped about 3,500 of its
+4,096 directions (3,151 lie below 1e-4·λ_max, 3,747 below 1e-3), a regression on a few hundred
+principal components, worse than a narrower layer. Forming the Gram in float32 was accurate to
+2.5e-7 (its eigenvalues to 7e-9·λ_max), and tanh's Z₁ differed from float64's by 3e-7. Now the
+Gram is formed and solved in float64 for both dtypes; the cut is float64's `eps·size` for float64
+rows and float32's epsilon (on the eigenvalue scale: a singular-value cut of ~3e-4) for float32
+rows, which keeps every direction of that Gram and still drops the near-null directions that make
+η = 1, α = 0 mini-batches diverge (the conformance kit's separable task).
+
+Depth (issue 12). Multilayer ER in the paper's form collapses: with 784-1024-1024-10 (10k MNIST
+images, η = 1, α = 0) the first update gives 86.8 % and the second 73.9 %. `ΔZ₁ = ΔH₂ W₂⁺` goes
+through a square, ill-conditioned W₂ (its exact inverse): 91 % of the layer-1 targets Z₁ + ΔZ₁ lie
+outside (−1, 1), up to |66|, mean |ΔZ₁| 7.8, which tanh cannot reach; the fit makes ‖W₁‖ 6,850
+and saturates 73 % of layer 1 (|Z| > 0.99). `target_bound` > 0 clips every hidden target into
+±(1 − bound) before the ratio (ΔZ := clip(Z + ΔZ) − Z), the reachable part of the paper's
+target-propagation reading: at 10k images the first update rises to 90.4 % (‖W₁‖ 577, no
+saturation; 31 % of targets clipped), on digits 256-256 from 78.9 % to 96.9 % (a 512-wide single
+layer: 97.2 %). Later updates still fall (the square W₂⁺ again sends most targets to the bound);
+with `stop_on_rise` the first update's network is kept. 0 (the default) is the paper's form.
+
+`train_hidden = false` solves the output layer only, the hidden layers stay at their
+initialisation: the control for what ER's hidden update adds.
 """
 from __future__ import annotations
 
