@@ -224,7 +224,7 @@ class AffineSystem:
         self.seen = 0
         self.wide = d > n
         self._kept: list[tuple[torch.Tensor, torch.Tensor]] = []
-        f64 = dict(dtype=torch.float64, device=device)
+        f64 = {"dtype": torch.float64, "device": device}
         if not self.wide:
             self.gram = torch.zeros(d, d, **f64)
             self.cross = torch.zeros(d, k, **f64)

@@ -68,6 +68,7 @@ initialisation: the control for what ER's hidden update adds.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -199,7 +200,7 @@ class ExpectationReflection(LearningRule):
         # of a wide layer's directions (3,500 of 4,096 at 10k MNIST images).
         rcond = max(gram_rcond(torch.float64, size), torch.finfo(system.dtype).eps)
         dw, db, cond, gram = system.solve(ridge, rcond, estimate=size > SMALL_GRAM)
-        self._conds[l] = (gram, ridge, rcond) if cond != cond else cond  # nan: not estimated
+        self._conds[l] = (gram, ridge, rcond) if math.isnan(cond) else cond  # nan: not estimated
         return dw, db
 
     def _apply(self, l: int, dw: torch.Tensor, db: torch.Tensor) -> None:
