@@ -1,19 +1,27 @@
-"""Seconds per update and peak memory of Expectation Reflection against backprop on the same MLP.
+"""Seconds and peak memory per full-batch ER update, per hidden width (and test accuracy per update).
 
-Each measurement runs in a fresh process (so that memory one run freed does not hide another's):
-it builds the task's data and network, records the resident memory, resets the kernel's
-high-water mark (/proc/self/clear_refs) on the CPU or torch's peak statistics on CUDA, runs one
-warm-up and then `--updates` timed updates, and reports the median seconds per update and the
-peak memory above the starting point. Ratios are ER over BP at the same batch size.
+Each configuration (width × dtype × hidden trained or frozen) runs in a fresh process, so memory
+one run freed cannot hide another's. The child loads MNIST (or `--task`), keeps the first
+`--n-train` training images, builds the 784-W-10 tanh network, records its resident memory,
+resets the kernel's high-water mark (/proc/self/clear_refs, Linux) and runs `--updates`
+full-batch updates of Algorithm 2 (η = 1, α = 0: the paper's full-batch form). It prints per
+update the seconds and the test accuracy, and the peak resident memory of the whole process
+(`ru_maxrss`: data included) and its rise above the start (the update's own peak: what torch
+allocated, which tracemalloc would not see). On CUDA the peak is torch's allocator statistic.
 
-    PLASTICITY_DATA=../shared/data python benchmarks/er_cost.py [--task mnist] [--hidden 1024]
-        [--batches 100 0] [--device cpu]
+Reduced scale (what a shared 2-core machine allows):
+    PLASTICITY_DATA=../shared/data python benchmarks/er_cost.py --n-train 10000 --widths 1024 2048 4096
+The full-scale sweep (a quiet machine; up to minutes per update at 8192):
+    PLASTICITY_DATA=../shared/data python benchmarks/er_cost.py --n-train 0 --widths 1024 2048 4096 8192 \\
+        --dtypes float64 float32 --hidden trained frozen --updates 3
+Timings are only figures on a quiet machine: the header prints the load average beside them.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import statistics
+import os
+import resource
 import time
 from pathlib import Path
 
@@ -25,32 +33,34 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
-def measure(task_name: str, hidden: tuple[int, ...], batch: int, rule_name: str, updates: int,
-            device_name: str, threads: int) -> tuple[float, float]:
-    """Median seconds per update and peak memory (MB) above the start, in this process."""
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def measure(task_name: str, width: int, n_train: int, dtype_name: str, train_hidden: bool, updates: int,
+            device_name: str, threads: int) -> dict:
+    """Per update seconds and test accuracy, and peak memory (MB), in this process."""
     import torch
 
     from plasticity import registry
-    from plasticity.engine import resolve_device
-    from plasticity.optimizers import build_optimizer
+    from plasticity.engine import evaluate, resolve_device
 
     torch.set_num_threads(threads)
     registry.load_plugins()
     device = resolve_device(device_name)
+    dtype = getattr(torch, dtype_name)
     task_cls = registry.get_task(task_name)
-    task = task_cls(task_cls.Params(hidden=hidden, activation="tanh", batch_size=batch))
-    data = task.data(device, torch.float32)
-    net = task.build_network(data.n_inputs, data.n_classes, torch.Generator().manual_seed(0)).to(device)
-    cls = registry.get_rule(rule_name)
-    optimizer = None
-    if cls.uses_optimizer:
-        name, values = cls.default_optimizer
-        optimizer = build_optimizer(name, values, net.parameters())
-    rule = cls(net, cls.Params(), optimizer, torch.Generator(device=device).manual_seed(0))
-    n = len(data.train)
-    bs = n if batch == 0 else batch
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(device)
-    batches = [order[(i * bs) % n:(i * bs) % n + bs] for i in range(updates + 1)]
+    task = task_cls(task_cls.Params(hidden=(width,), activation="tanh", batch_size=0))
+    data = task.data(device, dtype)
+    x, y = (data.train.x, data.train.y) if n_train <= 0 else (data.train.x[:n_train], data.train.y[:n_train])
+    net = task.build_network(data.n_inputs, data.n_classes, torch.Generator().manual_seed(0)).to(device, dtype)
+    rule_cls = registry.get_rule("er")
+    rule = rule_cls(net, rule_cls.Params(eta=1.0, alpha=0.0, train_hidden=train_hidden), None,
+                    torch.Generator(device=device).manual_seed(0))
 
     def sync() -> None:
         if device.type == "cuda":
@@ -59,27 +69,32 @@ def measure(task_name: str, hidden: tuple[int, ...], batch: int, rule_name: str,
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        start_mem = torch.cuda.memory_allocated() / 2**20
+        start = torch.cuda.memory_allocated() / 2**20
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        start_mem = _rss_mb("VmRSS")
-    times = []
-    for i, idx in enumerate(batches):
-        x, y = (data.train.x, data.train.y) if bs == n else (data.train.x[idx], data.train.y[idx])
+        start = _rss_mb("VmRSS")
+        reset = _reset_peak()
+    seconds, accuracy = [], []
+    for _ in range(updates):
         t0 = time.perf_counter()
         rule.update(x, y)
         sync()
-        if i > 0:  # the first update is a warm-up
-            times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb("VmHWM")
-    return statistics.median(times), peak - start_mem
+        seconds.append(time.perf_counter() - t0)
+        accuracy.append(evaluate(net, data.test)[0])
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        total = peak
+    else:
+        total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _rss_mb("VmHWM") if reset else total
+    return {"n": len(y), "seconds": seconds, "accuracy": accuracy, "peak_total_mb": total,
+            "peak_above_start_mb": peak - start}
 
 
 def _child(args: tuple, queue) -> None:
     queue.put(measure(*args))
 
 
-def run_isolated(*args) -> tuple[float, float]:
+def run_isolated(*args) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(args, queue))
@@ -92,27 +107,29 @@ def run_isolated(*args) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="mnist")
-    ap.add_argument("--hidden", type=int, nargs="*", default=[1024])
-    ap.add_argument("--batches", type=int, nargs="+", default=[100, 0], help="0 = full batch")
-    ap.add_argument("--updates", type=int, default=None, help="timed updates (default 30, 3 at full batch)")
+    ap.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096])
+    ap.add_argument("--n-train", type=int, default=10000, help="first N training images; 0 = all")
+    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
+    ap.add_argument("--hidden", nargs="+", default=["trained"], choices=["trained", "frozen"],
+                    help="frozen: only the output layer is solved (ER's train_hidden = false)")
+    ap.add_argument("--updates", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    hidden = tuple(args.hidden)
-    arch = "-".join(map(str, ("in", *hidden, "10")))
-    print(f"task {args.task}, MLP {arch} tanh, float32, device {args.device}, {args.threads} threads; "
-          f"ER defaults: Algorithm 2, eta 0.5, alpha 0.1; BP: SGD momentum")
-    print(f"{'batch':>8} {'rule':>4} {'s/update':>10} {'peak MB':>9}   ER/BP time   ER/BP memory")
-    for batch in args.batches:
-        updates = args.updates or (3 if batch == 0 else 30)
-        res = {r: run_isolated(args.task, hidden, batch, r, updates, args.device, args.threads) for r in ("bp", "er")}
-        label = "full" if batch == 0 else str(batch)
-        for r in ("bp", "er"):
-            print(f"{label:>8} {r:>4} {res[r][0]:10.4f} {res[r][1]:9.1f}", end="")
-            if r == "er":
-                print(f"   {res['er'][0] / res['bp'][0]:10.2f}x  {res['er'][1] / max(res['bp'][1], 1e-9):11.2f}x")
-            else:
-                print()
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"task {args.task}, first {args.n_train or 'all'} training images, 784-W-10 tanh, ER Algorithm 2 full batch "
+          f"eta 1 alpha 0, device {args.device}, {args.threads} threads; load average before: {load}")
+    print(f"{'width':>6} {'dtype':>8} {'hidden':>8} {'s/update':>22} {'peak MB':>8} {'upd. MB':>8}   test acc. % per update")
+    for width in args.widths:
+        for dtype in args.dtypes:
+            for hidden in args.hidden:
+                r = run_isolated(args.task, width, args.n_train, dtype, hidden == "trained", args.updates,
+                                 args.device, args.threads)
+                secs = " ".join(f"{s:.1f}" for s in r["seconds"])
+                accs = " ".join(f"{100 * a:.2f}" for a in r["accuracy"])
+                print(f"{width:>6} {dtype:>8} {hidden:>8} {secs:>22} {r['peak_total_mb']:8.0f} "
+                      f"{r['peak_above_start_mb']:8.0f}   {accs}", flush=True)
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

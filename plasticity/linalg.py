@@ -4,6 +4,8 @@ Rules never form an explicit inverse of a Gram matrix. A ridge solve (α > 0) fa
 `AᵀA + αI` (or `AAᵀ + αI`, whichever side is smaller) by Cholesky; without ridge (α = 0) the
 pseudo-inverse comes from an SVD with small singular values cut at `rcond`, which is exact on
 rank-deficient matrices. Both work in the input's dtype and on its device (CPU or CUDA).
+Least squares with an intercept (`AffineSystem`, `affine_lstsq`) streams tall matrices in row
+chunks into a float64 Gram and solves it in float64, whatever the rows' dtype.
 """
 from __future__ import annotations
 
@@ -99,8 +101,12 @@ def angle(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- least squares with an intercept (Expectation Reflection's weight solve) -------------------
 
-#: Rows per chunk when a tall matrix is centred on the fly (bounds the temporary copy).
+#: Rows per chunk when a tall matrix is streamed into its Gram (bounds the temporary copies).
 CENTRE_CHUNK = 8192
+#: Width of the column blocks that form only the upper triangle of a large Gram (≈ half the work).
+GRAM_BLOCK = 1024
+#: Power / inverse-iteration steps that estimate a Gram's extreme eigenvalues (condition check).
+_ITERATIONS = 40
 
 
 def solve_psd(gram: torch.Tensor, rhs: torch.Tensor, alpha: float = 0.0,
@@ -108,21 +114,61 @@ def solve_psd(gram: torch.Tensor, rhs: torch.Tensor, alpha: float = 0.0,
     """Solve `(G + αI) X = R` for a symmetric positive semi-definite Gram G, never inverting it.
 
     α > 0: Cholesky (falling back to the eigen route if the factorisation fails). α = 0: the
-    minimum-norm solution `G⁺R` from a symmetric eigendecomposition, eigenvalues below
-    `rcond·λ_max` treated as zero (default rcond: float64 epsilon times the size).
+    minimum-norm solution `G⁺R` with eigenvalues below `rcond·λ_max` treated as zero (default
+    rcond: G's dtype epsilon times the size); see `solve_psd_cond` for how it is computed.
+    """
+    return solve_psd_cond(gram, rhs, alpha, rcond)[0]
+
+
+def solve_psd_cond(gram: torch.Tensor, rhs: torch.Tensor, alpha: float = 0.0,
+                   rcond: float | None = None, estimate: bool = True) -> tuple[torch.Tensor, float]:
+    """`solve_psd`, and the condition number of the system it solved (over the kept eigenvalues).
+
+    A symmetric eigendecomposition costs about 10× a Cholesky factorisation (at d = 8192 it was
+    most of an ER update), so both paths try Cholesky first. With α = 0 its answer is accepted
+    only when G is safely above the cut: inverse iteration on the factor estimates λ_min (from
+    above, so with a 100× margin) and power iteration λ_max; a Gram with eigenvalues near or
+    below `rcond·λ_max` (rank-deficient, or nearly so) takes the eigen route, which drops them.
+    The condition number is exact on the eigen route and an estimate on the Cholesky one; with
+    α > 0 and `estimate=False` it is not computed (nan) and the solve is a bare Cholesky.
     """
     if alpha < 0:
         raise ValueError(f"ridge alpha must be non-negative, got {alpha}")
-    if alpha > 0:
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        factor, info = torch.linalg.cholesky_ex(gram + alpha * eye)
-        if int(info) == 0:
-            return torch.cholesky_solve(rhs, factor)
+    size = gram.shape[-1]
+    if size == 0:
+        return rhs.new_zeros(rhs.shape), float("nan")
+    if rcond is None:
+        rcond = torch.finfo(gram.dtype).eps * size
+    system = gram + alpha * torch.eye(size, dtype=gram.dtype, device=gram.device) if alpha > 0 else gram
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) == 0:
+        if alpha > 0 and not estimate:
+            return torch.cholesky_solve(rhs, factor), float("nan")
+        top, bottom = _extreme_eigenvalues(system, factor)
+        if alpha > 0 or bottom > 100 * rcond * top:
+            return torch.cholesky_solve(rhs, factor), top / bottom
+    del factor
     evals, evecs = torch.linalg.eigh(gram)
     evals = evals + alpha
-    cut = (torch.finfo(gram.dtype).eps * gram.shape[-1] if rcond is None else rcond) * evals.max().clamp_min(0)
-    inv = torch.where(evals > cut, 1.0 / evals.clamp_min(torch.finfo(evals.dtype).tiny), torch.zeros_like(evals))
-    return evecs @ (inv[:, None] * (evecs.T @ rhs))
+    cut = rcond * evals.max().clamp_min(0)
+    keep = evals > cut
+    inv = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(evals.dtype).tiny), torch.zeros_like(evals))
+    cond = float(evals.max() / evals[keep].min()) if bool(keep.any()) else float("nan")
+    return evecs @ (inv[:, None] * (evecs.T @ rhs)), cond
+
+
+def _extreme_eigenvalues(system: torch.Tensor, factor: torch.Tensor) -> tuple[float, float]:
+    """(λ_max, λ_min) of a positive definite matrix by power and inverse iteration on its Cholesky
+    factor: λ_max from below, λ_min from above (a fixed start vector: no global random state)."""
+    start = torch.randn(system.shape[-1], 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = u = start.to(dtype=system.dtype, device=system.device)
+    top = bottom = 0.0
+    for _ in range(_ITERATIONS):
+        v = system @ (v / torch.linalg.vector_norm(v))
+        u = torch.cholesky_solve(u / torch.linalg.vector_norm(u), factor)
+    top = float(torch.linalg.vector_norm(v))
+    bottom = 1.0 / float(torch.linalg.vector_norm(u))
+    return top, bottom
 
 
 def gram_rcond(dtype: torch.dtype, size: int) -> float:
@@ -141,38 +187,116 @@ def psd_condition(gram: torch.Tensor, alpha: float = 0.0, rcond: float | None = 
     return float("nan") if kept.numel() == 0 else top / float(kept.min())
 
 
+def add_gram(gram: torch.Tensor, a: torch.Tensor) -> None:
+    """`gram += AᵀA` on the upper triangle only (plus its diagonal blocks), in column blocks of
+    `GRAM_BLOCK`: about half the multiply-adds of the full product. `symmetrize` finishes it."""
+    d = a.shape[1]
+    if d <= 2 * GRAM_BLOCK:
+        gram.addmm_(a.T, a)
+        return
+    for i in range(0, d, GRAM_BLOCK):
+        gram[i:i + GRAM_BLOCK, i:].addmm_(a[:, i:i + GRAM_BLOCK].T, a[:, i:])
+
+
+def symmetrize(gram: torch.Tensor) -> torch.Tensor:
+    """The full symmetric matrix from the block upper triangle `add_gram` filled, in place."""
+    d = gram.shape[-1]
+    if d > 2 * GRAM_BLOCK:
+        for i in range(0, d - GRAM_BLOCK, GRAM_BLOCK):
+            gram[i + GRAM_BLOCK:, i:i + GRAM_BLOCK] = gram[i:i + GRAM_BLOCK, i + GRAM_BLOCK:].T
+    return gram
+
+
+class AffineSystem:
+    """The normal equations of `affine_lstsq`, accumulated over row chunks of (A, B).
+
+    Rows arrive in chunks (`add`), so the caller never holds more than a chunk of A and B; the
+    d × d Gram of the centred A and the d × k cross-product with the centred B are summed in
+    float64 (a chunk is cast before its product: a Gram formed in float32 resolves eigenvalues
+    only down to ~1e-5 of the largest). Centring uses the first chunk's mean as a shift and
+    corrects by the final mean at the end (`Σ(a−s)(a−s)ᵀ − n(μ−s)(μ−s)ᵀ`), so tanh features
+    with a large mean lose nothing to cancellation. When the batch is wider than tall (n < d)
+    the chunks are kept and the n × n Gram is solved instead (it is the smaller one).
+    """
+
+    def __init__(self, n: int, d: int, k: int, device: torch.device | str = "cpu") -> None:
+        self.n, self.d, self.k = n, d, k
+        self.seen = 0
+        self.wide = d > n
+        self._kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        f64 = {"dtype": torch.float64, "device": device}
+        if not self.wide:
+            self.gram = torch.zeros(d, d, **f64)
+            self.cross = torch.zeros(d, k, **f64)
+            self.sum_a = torch.zeros(d, **f64)
+            self.sum_b = torch.zeros(k, **f64)
+        self.shift_a: torch.Tensor | None = None
+        self.shift_b: torch.Tensor | None = None
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Take the next rows of A (m × d) and B (m × k)."""
+        self.seen += a.shape[0]
+        self.dtype = a.dtype
+        if self.wide:
+            self._kept.append((a, b))
+            return
+        if self.shift_a is None:
+            self.shift_a = a.mean(dim=0, dtype=torch.float64)
+            self.shift_b = b.mean(dim=0, dtype=torch.float64)
+        ac = a.double() - self.shift_a
+        bc = b.double() - self.shift_b
+        self.sum_a += ac.sum(dim=0)
+        self.sum_b += bc.sum(dim=0)
+        add_gram(self.gram, ac)
+        self.cross.addmm_(ac.T, bc)
+
+    def solve(self, alpha: float = 0.0, rcond: float | None = None, estimate: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """W (d × k) and c (k) in the rows' dtype, the condition number of the system solved (nan
+        when `estimate=False` spared it: see `solve_psd_cond`) and the float64 Gram solved."""
+        if self.seen != self.n:
+            raise ValueError(f"AffineSystem expected {self.n} rows, got {self.seen}")
+        if rcond is None:
+            rcond = gram_rcond(torch.float64, min(self.n, self.d))
+        if self.wide:
+            a = torch.cat([p[0] for p in self._kept]) if len(self._kept) > 1 else self._kept[0][0]
+            b = torch.cat([p[1] for p in self._kept]) if len(self._kept) > 1 else self._kept[0][1]
+            self._kept = []
+            mu = a.mean(dim=0, dtype=torch.float64)
+            nu = b.mean(dim=0, dtype=torch.float64)
+            ac = a.double() - mu
+            gram = ac @ ac.T
+            x, cond = solve_psd_cond(gram, b.double() - nu, alpha, rcond, estimate)
+            w = ac.T @ x
+        else:
+            mean_a, mean_b = self.sum_a / self.n, self.sum_b / self.n
+            gram = symmetrize(self.gram)
+            gram.addr_(mean_a, mean_a, alpha=-float(self.n))
+            cross = self.cross.addr_(mean_a, mean_b, alpha=-float(self.n))
+            mu, nu = self.shift_a + mean_a, self.shift_b + mean_b
+            w, cond = solve_psd_cond(gram, cross, alpha, rcond, estimate)
+            self.gram = self.cross = None  # the caller's reference is the only one left
+        c = nu - mu @ w
+        return w.to(self.dtype), c.to(self.dtype), cond, gram
+
+
 def affine_lstsq(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.0,
                  rcond: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Least squares with an unpenalised intercept: `W, c = argmin ‖A W + 1cᵀ − B‖² + α‖W‖²`.
 
-    Solved on centred data (`c = mean(B) − mean(A) W`), through the smaller Gram: d × d
-    `(A − μ)ᵀ(A − μ)` accumulated over row chunks for a tall A (no centred copy of the whole
-    matrix, no n × n matrix), or n × n `(A − μ)(A − μ)ᵀ` for a wide one. The Gram is formed in A's
-    dtype and solved in float64 by `solve_psd`; with α = 0 this is the minimum-norm solution, equal
-    to `[A 1]⁺ B` whenever `[A 1]` has full column rank. Returns W (d × k) and c (k) in A's dtype,
-    and the float64 Gram (for condition numbers). The default cut-off for α = 0 is A's dtype
-    epsilon times the Gram's size: a Gram formed in float32 resolves no finer than that.
+    Solved on centred data (`c = mean(B) − mean(A) W`) through the smaller Gram, formed and solved
+    in float64 (`AffineSystem`, fed in chunks of `CENTRE_CHUNK` rows): d × d for a tall A, n × n
+    for a wide one. With α = 0 this is the minimum-norm solution, equal to `[A 1]⁺ B` whenever
+    `[A 1]` has full column rank; eigenvalues below `rcond·λ_max` are dropped (default: float64
+    epsilon times the Gram's size). Returns W (d × k) and c (k) in A's dtype, and the float64
+    Gram solved (for condition numbers).
     """
     n, d = a.shape
-    if rcond is None:
-        rcond = gram_rcond(a.dtype, min(n, d))
-    mu = a.mean(dim=0, dtype=torch.float64)
-    nu = b.mean(dim=0, dtype=torch.float64)
-    if d <= n:
-        gram = torch.zeros(d, d, dtype=torch.float64, device=a.device)
-        rhs = torch.zeros(d, b.shape[1], dtype=torch.float64, device=a.device)
-        mu_a, nu_b = mu.to(a.dtype), nu.to(b.dtype)
-        for s in range(0, n, CENTRE_CHUNK):
-            ac = a[s:s + CENTRE_CHUNK] - mu_a
-            gram += (ac.T @ ac).double()
-            rhs += (ac.T @ (b[s:s + CENTRE_CHUNK] - nu_b)).double()
-        w = solve_psd(gram, rhs, alpha, rcond)
-    else:
-        ac = a.double() - mu
-        gram = ac @ ac.T
-        w = ac.T @ solve_psd(gram, b.double() - nu, alpha, rcond)
-    c = nu - mu @ w
-    return w.to(a.dtype), c.to(a.dtype), gram
+    system = AffineSystem(n, d, b.shape[1], a.device)
+    for s in range(0, n, CENTRE_CHUNK):
+        system.add(a[s:s + CENTRE_CHUNK], b[s:s + CENTRE_CHUNK])
+    w, c, _, gram = system.solve(alpha, rcond, estimate=False)
+    return w, c, gram
 
 
 def recirculate(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, lr: float,

@@ -3,6 +3,7 @@ stability, the conformance kit for every variant, and what ER refuses."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 
 import pytest
@@ -161,14 +162,87 @@ def test_non_invertible_hidden_activation_is_rejected():
     ER(MLP([20, 3], hidden_activation="relu"), ER.Params(), None, torch.Generator())  # no hidden layer: fine
 
 
-@pytest.mark.parametrize("bad", [{"eta": 0.0}, {"eta": 1.5}, {"alpha": -1.0}, {"guard": -0.1}])
+@pytest.mark.parametrize("bad", [{"eta": 0.0}, {"eta": 1.5}, {"alpha": -1.0}, {"guard": -0.1},
+                                 {"target_bound": 1.0}, {"target_bound": -0.1}])
 def test_bad_params_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ER.Params(**bad)
 
 
+def test_float32_wide_layer_matches_float64():
+    """2048 tanh units on 1,137 digits (N < d: the rank-deficient case): the old float32 cut
+    (float32 epsilon × size of a Gram formed in float64) dropped directions float64 kept and
+    moved accuracy by 0.3–0.6 points; the Gram is now formed and cut in float64 for both dtypes,
+    so float32 predicts as float64 does."""
+    r32, data32 = er_on_digits((2048,), torch.float32, eta=1.0, alpha=0.0)
+    r64, data64 = er_on_digits((2048,), torch.float64, eta=1.0, alpha=0.0)
+    for _ in range(2):
+        r32.update(data32.train.x, data32.train.y)
+        r64.update(data64.train.x, data64.train.y)
+        with torch.no_grad():
+            p32, p64 = r32.net(data32.test.x).argmax(1), r64.net(data64.test.x).argmax(1)
+        assert float((p32 == p64).double().mean()) >= 0.995
+    acc32, acc64 = evaluate(r32.net, data32.test)[0], evaluate(r64.net, data64.test)[0]
+    assert abs(acc32 - acc64) <= 0.002, (acc32, acc64)
+
+
+@pytest.mark.parametrize("algorithm", ["sequential", "simultaneous"])
+def test_update_in_row_chunks_equals_the_whole_batch(algorithm, monkeypatch):
+    """The update streams the batch in chunks (no N × d temporaries): any chunk size, same weights."""
+    module = sys.modules[ER.__module__]  # the plugin file, loaded by path
+    whole, data = er_on_digits((32, 16), eta=1.0, alpha=0.0, algorithm=algorithm, target_bound=0.05)
+    chunked, _ = er_on_digits((32, 16), eta=1.0, alpha=0.0, algorithm=algorithm, target_bound=0.05)
+    loss_whole = whole.update(data.train.x, data.train.y)["loss"]
+    monkeypatch.setattr(module, "CHUNK_ELEMENTS", 64 * 100)  # 100 rows of the 64-input layer
+    loss_chunked = chunked.update(data.train.x, data.train.y)["loss"]
+    assert torch.allclose(loss_whole, loss_chunked, rtol=1e-12)
+    for a, b in zip(whole.net.parameters(), chunked.net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-7, atol=1e-9)
+    assert whole.diagnostics()["clipped_share"] == pytest.approx(chunked.diagnostics()["clipped_share"])
+
+
+def test_frozen_hidden_solves_only_the_output_layer():
+    """train_hidden = false: the hidden layers keep their initial weights and the output layer is
+    the regression of H_new on the (fixed) hidden features: the control for ER's hidden update."""
+    rule, data = er_on_digits((64, 32), eta=1.0, alpha=0.0, train_hidden=False)
+    x, y = data.train.x, data.train.y
+    before = [p.clone() for p in rule.net.parameters()]
+    with torch.no_grad():
+        trace = rule.net.forward_trace(x)
+    h = trace.h[-1]
+    target = 2 * torch.nn.functional.one_hot(y, 10).double() - 1
+    h_new = target * h / torch.tanh(h)
+    z1 = torch.cat([trace.z[-2], torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    rule.update(x, y)
+    params = list(rule.net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(params[:-2], before[:-2]))
+    assert not torch.equal(params[-2], before[-2])
+    with torch.no_grad():
+        fitted = rule.net(x)
+    expected = z1 @ torch.linalg.pinv(z1, rtol=1e-10) @ h_new
+    assert torch.allclose(fitted, expected, atol=1e-7 * float(expected.abs().max()))
+    assert set(rule.diagnostics()) == {"L3.gram_cond", "guarded_share"}
+
+
+def test_deep_er_paper_form_collapses_and_target_bound_repairs_the_first_update():
+    """784-1024-1024-10 on MNIST fell with every update (86.8 → 73.9 → 68.0 → 62.7 %). The cause:
+    ΔZ₁ = ΔH₂ W₂⁺ through a square, ill-conditioned W₂ puts most hidden targets outside tanh's
+    range (91 % at 10k MNIST images, |Z + ΔZ| up to 66), and the fit saturates layer 1. Digits
+    with 256-256 show the same (measured 78.9 → 16.9 → 40.8 %); clipping the hidden targets into
+    ±0.95 makes the first update as good as a single 512-wide layer, and stop_on_rise keeps it."""
+    paper = full_batch_accuracies(*er_on_digits((256, 256), eta=1.0, alpha=0.0), 2)
+    single = full_batch_accuracies(*er_on_digits((512,), eta=1.0, alpha=0.0), 1)[0]
+    assert paper[1] < paper[0] < single - 0.1, (paper, single)
+    clipped = full_batch_accuracies(*er_on_digits((256, 256), eta=1.0, alpha=0.0, target_bound=0.05,
+                                                  stop_on_rise=True), 3)
+    assert clipped[0] >= single - 0.01, (clipped, single)
+    assert clipped[-1] >= single - 0.01, f"stop_on_rise should keep the first update's network: {clipped}"
+
+
 VARIANTS = {
     "simultaneous": {"algorithm": "simultaneous"},
+    "frozen_hidden": {"train_hidden": False},
+    "target_bound": {"target_bound": 0.05},
     "full_batch_form": {"eta": 1.0, "alpha": 0.0},
     "stop_on_rise": {"stop_on_rise": True},
 }

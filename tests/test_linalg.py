@@ -123,3 +123,74 @@ def test_solve_psd_and_condition():
     assert linalg.psd_condition(g, alpha=1.0) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="alpha"):
         linalg.solve_psd(g, r, alpha=-1.0)
+
+
+# ---- the streamed Gram (ER at scale) ----------------------------------------------------------
+
+def test_affine_system_streamed_in_chunks_with_block_gram_equals_one_shot(monkeypatch):
+    """Chunks of any size and the upper-triangle block Gram give the solve of the whole matrix."""
+    monkeypatch.setattr(linalg, "GRAM_BLOCK", 4)  # 21 columns: several blocks, a ragged last one
+    a, b = _matrix(90, 21) + 2.0, _matrix(90, 3, seed=1)
+    system = linalg.AffineSystem(90, 21, 3)
+    for s in range(0, 90, 13):
+        system.add(a[s:s + 13], b[s:s + 13])
+    w, c, cond, gram = system.solve()
+    ac = a - a.mean(0)
+    assert torch.allclose(gram, ac.T @ ac, rtol=1e-12, atol=1e-10)  # symmetric: the lower half is filled
+    expected = torch.linalg.pinv(_with_ones(a)) @ b
+    assert linalg.relative_error(torch.cat([w, c[None]]), expected) < 1e-10
+    assert cond == pytest.approx(linalg.psd_condition(gram), rel=1e-3)
+
+
+def test_affine_system_float32_rows_with_a_large_mean_lose_nothing_to_cancellation():
+    """tanh-like features with a large common mean: the Gram of float32 rows is formed in float64
+    from a shifted sum, so it matches the float64 Gram of the same numbers to float64 accuracy."""
+    g = torch.Generator().manual_seed(0)
+    a32 = (0.9 + 0.05 * torch.rand(4000, 40, generator=g)).float()
+    b = torch.randn(4000, 2, generator=g)
+    system = linalg.AffineSystem(4000, 40, 2)
+    for s in range(0, 4000, 1000):
+        system.add(a32[s:s + 1000], b[s:s + 1000].float())
+    *_, gram = system.solve()
+    a64 = a32.double()
+    ref = (a64 - a64.mean(0)).T @ (a64 - a64.mean(0))
+    assert linalg.relative_error(gram, ref) < 1e-12
+    # the one-pass float32 formula ZᵀZ − nμμᵀ (no shift) cancels away most of its digits
+    mu = a32.mean(0)
+    naive = (a32.T @ a32 - 4000 * torch.outer(mu, mu)).double()
+    assert linalg.relative_error(naive, ref) > 1e-3
+
+
+def test_affine_system_wide_batch_keeps_rows_and_solves_the_small_gram():
+    a, b = _matrix(12, 40) + 1.0, _matrix(12, 2, seed=2)
+    system = linalg.AffineSystem(12, 40, 2)
+    system.add(a[:5], b[:5])
+    system.add(a[5:], b[5:])
+    w, _, _, gram = system.solve()
+    assert gram.shape == (12, 12)
+    ac = a - a.mean(0)
+    assert linalg.relative_error(w, torch.linalg.pinv(ac) @ (b - b.mean(0))) < 1e-9
+    with pytest.raises(ValueError, match="expected 12 rows, got 5"):
+        short = linalg.AffineSystem(12, 40, 2)
+        short.add(a[:5], b[:5])
+        short.solve()
+
+
+@pytest.mark.parametrize("spectrum,route", [([5.0, 2.0, 1.0, 0.5], "cholesky"), ([5.0, 2.0, 1.0, 1e-20], "eigen")])
+def test_solve_psd_cond_takes_cholesky_only_when_the_gram_is_well_above_the_cut(spectrum, route, monkeypatch):
+    q, _ = torch.linalg.qr(_matrix(4, 4))
+    g = q @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ q.T
+    r = _matrix(4, 2, seed=5)
+    calls, eigh = [], torch.linalg.eigh
+
+    def counting_eigh(m):
+        calls.append(1)
+        return eigh(m)
+
+    monkeypatch.setattr(torch.linalg, "eigh", counting_eigh)
+    x, cond = linalg.solve_psd_cond(g, r, rcond=1e-10)
+    assert (route == "eigen") == bool(calls)
+    kept = [s for s in spectrum if s > 1e-10 * max(spectrum)]
+    expected = q[:, :len(kept)] @ torch.diag(1 / torch.tensor(kept, dtype=torch.float64)) @ q[:, :len(kept)].T @ r
+    assert linalg.relative_error(x, expected) < 1e-8
+    assert cond == pytest.approx(max(kept) / min(kept), rel=1e-3)
