@@ -230,11 +230,16 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int = 1,
                         done(cell, outcome)
                 _tell_held(held, told)
                 if held:
-                    time.sleep(POLL_SECONDS)
+                    _pause(POLL_SECONDS)
                 queue = [cell for cell, _ in held]
     finally:
         overall.close()
     return summary
+
+
+def _pause(seconds: float) -> None:
+    """Wait before retrying the cells another run holds (a seam for tests)."""
+    time.sleep(seconds)
 
 
 def _tell_held(held: list[tuple[Cell, Any]], told: set[str]) -> None:

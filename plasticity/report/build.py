@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..results import CellRecord, load_cells
+from ..results import CellRecord, MalformedRun, scan_runs, warn_malformed
 from . import figures, sections
 from .html import join, page, section, tag
 from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, write_results_csv
@@ -25,10 +25,13 @@ def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def render_report(suite_dir: Path, cells: list[CellRecord] | None = None) -> str:
+def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
+                  malformed: list[MalformedRun] | None = None) -> str:
     """The report's HTML text for a suite folder (nothing written); `cells` if already loaded."""
     suite = read_suite_meta(suite_dir)
-    cells = load_cells(suite_dir) if cells is None else cells
+    if cells is None:
+        cells, malformed = scan_runs(suite_dir)
+        warn_malformed(malformed)
     frame = cells_frame(cells)
     order = variant_order(frame)
     colors = figures.variant_colors(order)  # one colour per variant across tasks and figures
@@ -43,7 +46,7 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None) -> str
         body.append(sections.task_section(
             i, task, frame[frame["task"] == task], curves[curves["task"] == task],
             feedback, diagnostics, order, colors, suite))
-    body.append(sections.problems_section(frame))
+    body.append(sections.problems_section(frame, malformed or []))
     body.append(sections.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
     return page(f"plasticity report: {suite['name']}", join(body))
 
@@ -52,10 +55,11 @@ def build_report(suite_dir: Path) -> Path:
     """Write `index.html` (self-contained, offline) and `results.csv` into the suite folder;
     return the path of the HTML file."""
     suite_dir = Path(suite_dir)
-    cells = load_cells(suite_dir)
+    cells, malformed = scan_runs(suite_dir)
+    warn_malformed(malformed)
     write_results_csv(cells, suite_dir / "results.csv")
     html_path = suite_dir / "index.html"
     tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render_report(suite_dir, cells), encoding="utf-8")
+    tmp.write_text(render_report(suite_dir, cells, malformed), encoding="utf-8")
     os.replace(tmp, html_path)  # a reader never sees half a report
     return html_path

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..results import FINISHED
+from ..results import FINISHED, printable
 from . import figures
 from .html import Markup, esc, figure, join, section, table, tag
 from .stats import Interval, grid_share, t_interval, threshold_summary
@@ -302,12 +303,13 @@ def final_feedback_table(frame: pd.DataFrame, order: list[str]) -> Markup:
 
 # ---- problems and provenance --------------------------------------------------------------
 
-def problems_section(frame: pd.DataFrame) -> Markup:
-    """Errored and interrupted cells: listed, never counted as results."""
+def problems_section(frame: pd.DataFrame, malformed: Sequence[Any] = ()) -> Markup:
+    """Errored and interrupted cells, and malformed run files: listed, never counted as results."""
     bad = frame[~frame["status"].isin(FINISHED)] if not frame.empty else frame
-    if bad.empty:
+    if bad.empty and not malformed:
         return section("problems", "Errors and incomplete cells", tag("p", "None: every cell finished."))
-    rows = []
+    rows = [["malformed", "", "", "", "", f"{m.reason}; treated as incomplete (its cell reruns)", printable(m.path.name)]
+            for m in malformed]
     for _, r in bad.iterrows():
         msg = str(r["message"] or "")
         if msg.strip():
