@@ -276,7 +276,8 @@ def read_cell(path: Path) -> CellRecord | None:
         for key, (expected, required) in _SCHEMA[line_type].items():
             if key not in rec:
                 if required:
-                    raise MalformedRun(path, f"{where} ({line_type}) has no '{key}'")
+                    why = " (written before plasticity recorded evaluation counts?)" if key == "evals" else ""
+                    raise MalformedRun(path, f"{where} ({line_type}) has no '{key}'{why}")
             elif not _fits(expected, rec[key]):
                 raise MalformedRun(path, f"{where} ({line_type}): '{key}' is {printable(repr(rec[key]))[:60]}, "
                                          f"not a {expected}")
