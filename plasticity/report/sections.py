@@ -308,8 +308,8 @@ def problems_section(frame: pd.DataFrame, malformed: Sequence[Any] = ()) -> Mark
     bad = frame[~frame["status"].isin(FINISHED)] if not frame.empty else frame
     if bad.empty and not malformed:
         return section("problems", "Errors and incomplete cells", tag("p", "None: every cell finished."))
-    rows = [["malformed", "", "", "", "", f"{m.reason}; treated as incomplete (its cell reruns)", printable(m.path.name)]
-            for m in malformed]
+    rows = [["malformed", "", "", "", "", f"{m.reason}; treated as incomplete (its cell reruns)",
+             printable(m.path.name)] for m in malformed]
     for _, r in bad.iterrows():
         msg = str(r["message"] or "")
         if msg.strip():
