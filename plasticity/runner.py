@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import registry
 from .engine import Progress, resolve_device, run_cell
+from .errors import PlasticityError
 from .provenance import provenance
 from .claims import CellHeld, claim_cell, describe_holder
 from .results import MalformedRun, check_complete, read_cell, warn_malformed, write_json
@@ -343,7 +345,15 @@ class _WorkerPool:
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                yield pending.pop(fut), fut.result()
+                cell = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    raise PlasticityError(
+                        f"a worker process died while running {_describe(cell)} or another cell (killed from "
+                        f"outside, or out of memory?); finished cells are kept in {runs_dir}: run the same "
+                        f"command again to resume") from None
+                yield cell, outcome
 
     def stop(self) -> None:
         """Stop every worker now and wait until each has exited: only `.part` files remain."""
