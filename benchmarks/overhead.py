@@ -1,7 +1,9 @@
 """Harness overhead: training seconds per epoch in the engine over a bare PyTorch loop.
 
 Same data tensors, model, initial weights, optimizer, batch size and batch order, in one
-process, alternating engine and bare epochs so that machine noise hits both alike.
+process, alternating engine and bare epochs so that machine noise hits both alike. Prints the
+ratios to the bare loop (target with the progress bar: <= 1.03) and the machine's load average
+before and after, since figures taken on a busy machine mean little.
 
     PLASTICITY_DATA=../shared/data python benchmarks/overhead.py [--task mnist] [--repeats 3]
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -49,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     registry.load_plugins()
     device = resolve_device(args.device)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     suite = parse_suite(f'[budget]\nepochs = 1\n[evaluation]\nper_decade = 6\n'
                         f'[[tasks]]\nname = "{args.task}"\n[[rules]]\nname = "bp"\n'
                         f'optimizers = [{{ name = "sgd", params = {{ lr = 0.05, momentum = 0.9 }} }}]\n')
@@ -73,6 +77,12 @@ def main() -> None:
     print(f"bare loop              {b:8.3f} s/epoch")
     print(f"engine (no bar)        {e:8.3f} s/epoch   ratio {e / b:.3f}")
     print(f"engine (progress bar)  {eb:8.3f} s/epoch   ratio {eb / b:.3f}")
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load_before and load_after:
+        print(f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, "
+              f"on {os.cpu_count()} CPUs" + ("  (busy machine: ratios unreliable)"
+                                             if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1)
+                                             else ""))
     print(f"all runs: bare {['%.3f' % v for v in bare_s]}, engine {['%.3f' % v for v in engine_s]}, "
           f"engine+bar {['%.3f' % v for v in engine_bar_s]}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -148,11 +149,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_suite(suite, out, args.device, args.jobs, args.data_dir, progress=not args.no_progress,
                             keep_stale=args.keep_stale)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cells are kept in {out / 'runs'}; "
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, SIGTERM and SIGHUP alike: workers stopped, only .part files left; exit 128 + signal
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"\ninterrupted by {signal.Signals(signum).name}: finished cells are kept in {out / 'runs'}; "
               f"run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + signum
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.finished.items())) or "nothing to run"
+    if summary.by_other_run:
+        counts += f" ({summary.by_other_run} of them finished by another run)"
     print(f"{summary.total} cells: {summary.skipped} already complete, {counts}", file=sys.stderr)
     for err in summary.errors:
         print(f"  error: {err}", file=sys.stderr)

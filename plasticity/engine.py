@@ -114,7 +114,10 @@ def _finite(values: list[torch.Tensor]) -> bool:
 
 @dataclass
 class Progress:
-    """Where the loop is; handed to the progress callback after every update."""
+    """Where the loop is. The engine updates this one object in place and hands it to the
+    progress callback only when training starts, after each evaluation and at the end: a
+    display polls it on its own clock (runner._CellBar), so the hot loop does no per-update
+    Python work for progress."""
     updates: int = 0
     examples: int = 0
     epoch: int = 0
@@ -201,6 +204,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
         return line
 
     record()  # the untrained network: the reference point of every curve
+    if on_progress is not None:
+        on_progress(state)
     segment = now()
     done = max_updates == 0
     while not done:
@@ -240,9 +245,9 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                     status, message = "diverged", f"non-finite weights at update {state.updates}"
                 elif status != "diverged" and line["train_loss"] is not None and not math.isfinite(line["train_loss"]):
                     status, message = "diverged", f"non-finite loss before update {state.updates}"
+                if on_progress is not None:
+                    on_progress(state)
                 segment = now()
-            if on_progress is not None:
-                on_progress(state)
             if status == "diverged" or out_of_budget:
                 done = True
                 break

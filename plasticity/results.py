@@ -23,9 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
+
+from .claims import Claim, claim_cell
+from .errors import PlasticityError
 
 FINISHED = ("complete", "diverged")
 
@@ -42,32 +47,60 @@ def _clean(value: Any) -> Any:
 
 
 class CellWriter:
-    """Appends lines to a cell's `.part` file; `finish` renames it into place."""
+    """Appends lines to a cell's `.part` file; `finish` renames it into place.
+
+    The writer holds the cell's claim (claims.py) from opening the `.part` file until it is
+    renamed or left behind, so no two processes ever write one `.part` file; `CellHeld` is
+    raised when another live process holds the cell. The final line records how many
+    evaluation lines precede it, so a reader notices lines deleted by hand.
+    """
 
     def __init__(self, runs_dir: Path, cell_id: str) -> None:
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.cell_id = cell_id
         self.part = self.runs_dir / f"{cell_id}.jsonl.part"
-        self._fh: IO[str] | None = open(self.part, "w", encoding="utf-8")
+        self.evals_written = 0
+        self._claim: Claim | None = claim_cell(self.runs_dir, cell_id)
+        try:
+            if os.path.lexists(self.part) and not _is_regular(self.part):
+                _set_aside(self.part)
+            # O_NOFOLLOW: a symlink planted at the .part name is never followed (and truncated)
+            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            self._fh: IO[str] | None = open(fd, "w", encoding="utf-8")
+        except BaseException:
+            self._release()
+            raise
 
     def write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None
         self._fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
         self._fh.flush()
+        if record.get("type") == "eval":
+            self.evals_written += 1
 
     def finish(self, final: dict[str, Any]) -> Path:
         """Write the final line, fsync, and move the file to its complete (or error) name."""
-        self.write({"type": "final", **final})
+        self.write({"type": "final", **final, "evals": self.evals_written})
         assert self._fh is not None
         os.fsync(self._fh.fileno())
         self._fh.close()
         self._fh = None
         suffix = ".error.jsonl" if final["status"] == "error" else ".jsonl"
         target = self.runs_dir / f"{self.cell_id}{suffix}"
-        os.replace(self.part, target)
-        if suffix == ".jsonl":
-            (self.runs_dir / f"{self.cell_id}.error.jsonl").unlink(missing_ok=True)
+        try:
+            if os.path.lexists(target) and os.path.isdir(target) and not os.path.islink(target):
+                _set_aside(target)  # os.replace cannot overwrite a directory
+            os.replace(self.part, target)
+            if suffix == ".jsonl":
+                stale = self.runs_dir / f"{self.cell_id}.error.jsonl"
+                if os.path.lexists(stale):
+                    if os.path.isdir(stale) and not os.path.islink(stale):
+                        _set_aside(stale)
+                    else:
+                        stale.unlink(missing_ok=True)
+        finally:
+            self._release()
         return target
 
     def close(self) -> None:
@@ -75,6 +108,26 @@ class CellWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+
+def _is_regular(path: Path) -> bool:
+    return stat.S_ISREG(os.lstat(path).st_mode)
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename something that is in the way (a directory named like a run file) out of the way."""
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.malformed{n or ''}")
+        if not os.path.lexists(aside):
+            os.replace(path, aside)
+            return aside
+    raise PlasticityError(f"cannot move {path} out of the way: remove it by hand")
 
 
 @dataclass
@@ -94,31 +147,191 @@ class CellRecord:
         return self.header["config"]
 
 
+# ---- reading: every deviation from what CellWriter writes makes a file malformed --------------
+
+MAX_LINE_BYTES = 16 * 2**20  # far above any real line (an evaluation with per-layer metrics is KBs)
+MAX_FILE_BYTES = 2**30
+_FILE_KINDS = ((".error.jsonl", "error"), (".jsonl.part", "part"), (".jsonl", "complete"))
+
+_NUM, _OPT_NUM, _INT = "number", "number or null", "non-negative integer"
+_STR, _OPT_STR, _DICT, _LIST = "string", "string or null", "object", "list of numbers"
+# field: (expected kind, required)
+_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "header": {"cell_id": (_STR, True), "config": (_DICT, True), "labels": (_DICT, False),
+               "thresholds": (_LIST, False), "provenance": (_DICT, False), "data": (_DICT, False),
+               "started": (_STR, False)},
+    "eval": {"updates": (_INT, True), "epoch": (_NUM, False), "examples": (_INT, False),
+             "train_seconds": (_NUM, False), "train_loss": (_OPT_NUM, False), "val_accuracy": (_OPT_NUM, True),
+             "val_loss": (_OPT_NUM, False), "test_accuracy": (_OPT_NUM, True), "diagnostics": (_DICT, False),
+             "feedback": (_DICT, False)},
+    "final": {"status": (_STR, True), "evals": (_INT, True), "message": (_OPT_STR, False),
+              "updates": (_INT, False), "examples": (_INT, False), "epochs": (_OPT_NUM, False),
+              "train_seconds": (_OPT_NUM, False), "val_accuracy": (_OPT_NUM, False),
+              "test_accuracy": (_OPT_NUM, False), "best_val_accuracy": (_OPT_NUM, False),
+              "updates_to": (_DICT, False), "examples_to": (_DICT, False), "seconds_to": (_DICT, False),
+              "wall_seconds": (_OPT_NUM, False), "finished": (_STR, False), "traceback": (_STR, False)},
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fits(kind: str, v: Any) -> bool:
+    if kind == _NUM:
+        return _is_number(v)
+    if kind == _OPT_NUM:
+        return v is None or _is_number(v)
+    if kind == _INT:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if kind == _STR:
+        return isinstance(v, str)
+    if kind == _OPT_STR:
+        return v is None or isinstance(v, str)
+    if kind == _DICT:
+        return isinstance(v, dict)
+    return isinstance(v, list) and all(_is_number(x) for x in v)
+
+
+class MalformedRun(PlasticityError):
+    """A runs file that is not what CellWriter writes: it counts as incomplete and its cell reruns."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{printable(self.path.name)}: {reason}")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters and undecodable bytes escaped, so it stays on one line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def run_file_kind(path: Path) -> tuple[str, str] | None:
+    """(cell id, 'complete' | 'error' | 'part') from a runs file's name; None for other names."""
+    name = Path(path).name
+    for suffix, kind in _FILE_KINDS:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)], kind
+    return None
+
+
+def _read_lines(path: Path) -> list[bytes]:
+    """The file's lines (bytes, newline kept), refusing non-regular, unreadable or oversized files."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise MalformedRun(path, f"cannot be read ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise MalformedRun(path, "is a symbolic link (run files are regular files)")
+    if stat.S_ISDIR(st.st_mode):
+        raise MalformedRun(path, "is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise MalformedRun(path, "is not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise MalformedRun(path, f"is {st.st_size} bytes, above the {MAX_FILE_BYTES} byte limit")
+    lines = []
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    return lines
+                if len(line) > MAX_LINE_BYTES:
+                    raise MalformedRun(path, f"line {len(lines) + 1} is longer than {MAX_LINE_BYTES} bytes")
+                lines.append(line)
+    except OSError as exc:
+        raise MalformedRun(path, f"cannot be read ({exc.strerror})") from None
+
+
 def read_cell(path: Path) -> CellRecord | None:
-    """Parse one runs file; None if it has no readable header. A torn last line is ignored."""
+    """Parse and check one runs file.
+
+    Raises `MalformedRun` naming the first deviation from what CellWriter writes. Returns None
+    only for a `.part` file cut before its header was written. The last line of a `.part` file
+    may be torn by a crash (no newline, not JSON): it is ignored; everything before it counts.
+    """
+    path = Path(path)
+    named = run_file_kind(path)
+    if named is None:
+        raise MalformedRun(path, "is not named <cell id>.jsonl, <cell id>.error.jsonl or <cell id>.jsonl.part")
+    cell_id, kind = named
+    lines = _read_lines(path)
+    if kind == "part" and lines and not lines[-1].endswith(b"\n"):
+        lines.pop()  # torn by a crash mid-write
+    if not lines:
+        if kind == "part":
+            return None
+        raise MalformedRun(path, "is empty")
     header, evals, final = None, [], None
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a line cut by a crash: everything before it is still good
-            kind = rec.get("type")
-            if kind == "header":
-                header = rec
-            elif kind == "eval":
-                evals.append(rec)
-            elif kind == "final":
-                final = rec
-    if header is None:
-        return None
-    return CellRecord(Path(path), header, evals, final)
+    for number, raw in enumerate(lines, 1):
+        where = f"line {number}"
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise MalformedRun(path, f"{where} is not UTF-8 text") from None
+        except (ValueError, RecursionError):
+            raise MalformedRun(path, f"{where} is not valid JSON") from None
+        if not isinstance(rec, dict):
+            raise MalformedRun(path, f"{where} is not a JSON object but {type(rec).__name__}")
+        line_type = rec.get("type")
+        if line_type not in _SCHEMA:
+            raise MalformedRun(path, f"{where} has type {printable(repr(line_type))}, "
+                                     f"not one of header, eval, final")
+        for key, (expected, required) in _SCHEMA[line_type].items():
+            if key not in rec:
+                if required:
+                    why = " (written before plasticity recorded evaluation counts?)" if key == "evals" else ""
+                    raise MalformedRun(path, f"{where} ({line_type}) has no '{key}'{why}")
+            elif not _fits(expected, rec[key]):
+                raise MalformedRun(path, f"{where} ({line_type}): '{key}' is {printable(repr(rec[key]))[:60]}, "
+                                         f"not a {expected}")
+        if (line_type == "header") != (number == 1):
+            raise MalformedRun(path, f"{where}: the header must be the first line and only there")
+        if final is not None:
+            raise MalformedRun(path, f"{where} follows the final line")
+        if line_type == "header":
+            header = rec
+            if rec["cell_id"] != cell_id:
+                raise MalformedRun(path, f"header cell_id {printable(rec['cell_id'])[:40]!r} does not match "
+                                         f"the file name")
+        elif line_type == "eval":
+            if evals and rec["updates"] < evals[-1]["updates"]:
+                raise MalformedRun(path, f"{where}: updates go back from {evals[-1]['updates']} to {rec['updates']}")
+            evals.append(rec)
+        else:
+            final = rec
+    assert header is not None
+    if kind == "part":
+        final = None  # written but not renamed: the cell did not finish as far as anyone knows
+    else:
+        _check_final(path, kind, evals, final)
+    return CellRecord(path, header, evals, final)
 
 
-def is_complete(runs_dir: Path, cell_id: str) -> bool:
-    """True when the cell has a finished file (complete or diverged), whatever its fingerprint."""
+def _check_final(path: Path, kind: str, evals: list[dict[str, Any]], final: dict[str, Any] | None) -> None:
+    """A complete or error file ends in a final line that agrees with its name and its evaluations."""
+    if final is None:
+        raise MalformedRun(path, "has no final line")
+    status = final["status"]
+    wanted = ("error",) if kind == "error" else FINISHED
+    if status not in wanted:
+        raise MalformedRun(path, f"final status {printable(status)[:30]!r} does not fit the file name "
+                                 f"(expected {' or '.join(wanted)})")
+    if final["evals"] != len(evals):
+        raise MalformedRun(path, f"final line records {final['evals']} evaluation lines, the file has {len(evals)}")
+    if kind == "complete":
+        if not evals:
+            raise MalformedRun(path, "has no evaluation lines")
+        if final.get("updates") != evals[-1]["updates"]:
+            raise MalformedRun(path, f"final line says {final.get('updates')} updates, the last evaluation "
+                                     f"{evals[-1]['updates']}")
+
+
+def check_complete(runs_dir: Path, cell_id: str) -> bool:
+    """True when the cell has a finished file (complete or diverged); `MalformedRun` if it is damaged."""
     path = Path(runs_dir) / f"{cell_id}.jsonl"
-    if not path.exists():
+    if not os.path.lexists(path):
         return False
     rec = read_cell(path)
     return rec is not None and rec.status in FINISHED
@@ -131,33 +344,52 @@ def recorded_fingerprint(rec: CellRecord) -> str | None:
 
 
 def needs_run(runs_dir: Path, cell_id: str, fingerprint: str, keep_stale: bool = False) -> bool:
-    """Whether `plasticity run` must (re)run a cell: no finished file, or one whose fingerprint
-    differs from `fingerprint` (the code, versions or parameters changed), unless `keep_stale`.
+    """Whether `plasticity run` must (re)run a cell: no finished file, a damaged one
+    (`MalformedRun` propagates so that the caller can name it), or one whose fingerprint differs
+    from `fingerprint` (the code, versions or parameters changed), unless `keep_stale`.
 
     A stale file is not moved: the rerun replaces it when it finishes, and until then the report
     counts it under "not part of this suite".
     """
-    path = Path(runs_dir) / f"{cell_id}.jsonl"
-    if not path.exists():
+    if not check_complete(runs_dir, cell_id):
         return True
-    rec = read_cell(path)
-    if rec is None or rec.status not in FINISHED:
-        return True
-    return not keep_stale and recorded_fingerprint(rec) != fingerprint
+    rec = read_cell(Path(runs_dir) / f"{cell_id}.jsonl")
+    return rec is None or (not keep_stale and recorded_fingerprint(rec) != fingerprint)
+
+
+def is_complete(runs_dir: Path, cell_id: str) -> bool:
+    """True when the cell has a finished file to skip on rerun (a damaged file is not finished)."""
+    try:
+        return check_complete(runs_dir, cell_id)
+    except MalformedRun:
+        return False
+
+
+def scan_runs(suite_dir: Path, include_partial: bool = True) -> tuple[list[CellRecord], list[MalformedRun]]:
+    """Every readable file of a suite folder's `runs/` (finished, errored and, optionally,
+    interrupted ones), unselected, and every malformed runs file; one bad file never stops the rest."""
+    runs = Path(suite_dir) / "runs"
+    if not runs.is_dir():
+        return [], []
+    patterns = ["*.jsonl"] + (["*.jsonl.part"] if include_partial else [])
+    records: list[CellRecord] = []
+    malformed: list[MalformedRun] = []
+    for pattern in patterns:
+        for path in sorted(runs.glob(pattern)):
+            try:
+                rec = read_cell(path)
+            except MalformedRun as bad:
+                malformed.append(bad)
+                continue
+            if rec is not None:
+                records.append(rec)
+    return records, malformed
 
 
 def read_runs(suite_dir: Path, include_partial: bool = True) -> list[CellRecord]:
-    """Every readable file of a suite folder's `runs/` (finished, errored, interrupted), unselected."""
-    runs = Path(suite_dir) / "runs"
-    if not runs.is_dir():
-        return []
-    patterns = ["*.jsonl"] + (["*.jsonl.part"] if include_partial else [])
-    records = []
-    for pattern in patterns:
-        for path in sorted(runs.glob(pattern)):
-            rec = read_cell(path)
-            if rec is not None:
-                records.append(rec)
+    """Every readable file of `runs/`; malformed ones are named in one warning line."""
+    records, malformed = scan_runs(suite_dir, include_partial)
+    warn_malformed(malformed)
     return records
 
 
@@ -191,6 +423,8 @@ class Selection:
     #: False when `suite.json` has no cell list (runs of an older version): every cell counts
     has_manifest: bool
     keep_stale: bool = False
+    #: runs files that are not what CellWriter writes (named in the report's problems section)
+    malformed: list[MalformedRun] = field(default_factory=list)
 
     @property
     def cells(self) -> list[CellRecord]:
@@ -240,7 +474,9 @@ def select_cells(suite_dir: Path) -> Selection:
 
     manifest, keep_stale = read_manifest(suite_dir)
     by_id: dict[str, list[CellRecord]] = {}
-    for rec in read_runs(suite_dir):
+    records, malformed = scan_runs(suite_dir)
+    warn_malformed(malformed)
+    for rec in records:
         by_id.setdefault(str(rec.header.get("cell_id", "")), []).append(rec)
     placements: list[Placement] = []
     chosen: list[Placement] = []
@@ -280,7 +516,7 @@ def select_cells(suite_dir: Path) -> Selection:
                                             "variant and seed"))
     placements.sort(key=lambda p: p.record.path.name)
     missing = sorted(set(manifest or {}) - {str(p.record.header.get("cell_id")) for p in placements if p.in_suite})
-    return Selection(placements, missing, manifest is not None, keep_stale)
+    return Selection(placements, missing, manifest is not None, keep_stale, malformed)
 
 
 def load_cells(suite_dir: Path, include_partial: bool = True) -> list[CellRecord]:
@@ -288,6 +524,22 @@ def load_cells(suite_dir: Path, include_partial: bool = True) -> list[CellRecord
     (see `select_cells`), finished, errored and (optionally) interrupted."""
     cells = select_cells(suite_dir).cells
     return cells if include_partial else [c for c in cells if not c.path.name.endswith(".part")]
+
+
+_warned: set[str] = set()
+
+
+def warn_malformed(malformed: list[MalformedRun], action: str = "treated as incomplete",
+                   stream: IO[str] | None = None) -> None:
+    """Name every malformed file not named before in this process, in one line on stderr."""
+    new = [m for m in malformed if str(m.path.absolute()) not in _warned]
+    if not new:
+        return
+    _warned.update(str(m.path.absolute()) for m in new)
+    folder = printable(str(new[0].path.parent))
+    listing = "; ".join(str(m) for m in new)
+    print(f"plasticity: warning: {len(new)} malformed run file{'s' if len(new) != 1 else ''} in {folder} "
+          f"({action}, listed in the report): {listing}", file=stream or sys.stderr)
 
 
 def write_json(path: Path, obj: Any) -> None:

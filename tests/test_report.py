@@ -80,7 +80,7 @@ def _hostile_cell(runs: Path) -> None:
          "val_accuracy": 0.91, "test_accuracy": 0.9, "updates_to": {"0.9": 10, "0.95": None, "0.97": None},
          "examples_to": {"0.9": 320, "0.95": None, "0.97": None},
          "seconds_to": {"0.9": 0.1, "0.95": None, "0.97": None}, "message": "", "finished": "x",
-         "wall_seconds": 0.2},
+         "wall_seconds": 0.2, "evals": 2},
     ]
     (runs / "hostile0.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 

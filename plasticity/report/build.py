@@ -49,7 +49,7 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
         body.append(sections.task_section(
             i, task, frame[frame["task"] == task], curves[curves["task"] == task],
             feedback, diagnostics, order, styles, suite))
-    body.append(sections.problems_section(frame))
+    body.append(sections.problems_section(frame, selection.malformed if selection is not None else []))
     body.append(sections.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
     return page(f"plasticity report: {suite['name']}", join(body))
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..results import FINISHED, Selection, cell_identity
+from ..results import FINISHED, Selection, cell_identity, printable
 from . import figures, flags
 from .figures import MIN_SEEDS_FOR_INTERVAL, VariantStyle
 from .html import Markup, esc, figure, join, section, table, tag
@@ -429,12 +430,13 @@ def final_feedback_table(frame: pd.DataFrame, order: list[str]) -> Markup:
 
 # ---- problems and provenance --------------------------------------------------------------
 
-def problems_section(frame: pd.DataFrame) -> Markup:
-    """Errored and interrupted cells: listed, never counted as results."""
+def problems_section(frame: pd.DataFrame, malformed: Sequence[Any] = ()) -> Markup:
+    """Errored and interrupted cells, and malformed run files: listed, never counted as results."""
     bad = frame[~frame["status"].isin(FINISHED)] if not frame.empty else frame
-    if bad.empty:
+    if bad.empty and not malformed:
         return section("problems", "Errors and incomplete cells", tag("p", "None: every cell finished."))
-    rows = []
+    rows = [["malformed", "", "", "", "", f"{m.reason}; treated as incomplete (its cell reruns)",
+             printable(m.path.name)] for m in malformed]
     for _, r in bad.iterrows():
         msg = str(r["message"] or "")
         if msg.strip():
