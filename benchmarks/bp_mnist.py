@@ -1,5 +1,5 @@
-"""BP on the MNIST MLP 784-256-256-10, batch 100, 10 epochs, SGD (momentum 0.9, lr 0.05, cosine decay): test accuracy, updates to 97 %
-validation accuracy, training seconds and peak memory, per seed.
+"""BP on the MNIST MLP 784-256-256-10, batch 100, 10 epochs, SGD (momentum 0.9, lr 0.05, cosine decay):
+test accuracy, updates to 97 % validation accuracy, training seconds and peak memory, per seed.
 
     PLASTICITY_DATA=../shared/data python benchmarks/bp_mnist.py [--seeds 3] [--device cpu]
 """

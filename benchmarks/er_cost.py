@@ -119,7 +119,8 @@ def main() -> None:
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"task {args.task}, first {args.n_train or 'all'} training images, 784-W-10 tanh, ER Algorithm 2 full batch "
           f"eta 1 alpha 0, device {args.device}, {args.threads} threads; load average before: {load}")
-    print(f"{'width':>6} {'dtype':>8} {'hidden':>8} {'s/update':>22} {'peak MB':>8} {'upd. MB':>8}   test acc. % per update")
+    print(f"{'width':>6} {'dtype':>8} {'hidden':>8} {'s/update':>22} {'peak MB':>8} {'upd. MB':>8}"
+          f"   test acc. % per update")
     for width in args.widths:
         for dtype in args.dtypes:
             for hidden in args.hidden:

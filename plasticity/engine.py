@@ -21,14 +21,14 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import metrics, registry
-from .provenance import machine_load
 from .errors import ConfigError, PlasticityError
 from .fingerprint import fingerprint
 from .network import weights_finite
 from .params import make_params
+from .provenance import machine_load
 from .results import CellWriter
 from .suite import NO_OPTIMIZER, Cell
-from .task import Split, TaskData
+from .task import Split
 
 CUDA_CHECK_EVERY = 25
 EVAL_CHUNK = 10000

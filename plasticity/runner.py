@@ -27,14 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import registry
-from .engine import Progress, resolve_device, run_cell
 from .claims import CellHeld, claim_cell, describe_holder
+from .engine import Progress, resolve_device, run_cell
 from .errors import PlasticityError
 from .fingerprint import fingerprint, suite_manifest
 from .provenance import provenance
 from .results import MalformedRun, needs_run, read_cell, warn_malformed, write_json
 from .suite import Cell, Suite
-
 
 HELD = "held"  # an outcome, not a status: another live run holds the cell
 POLL_SECONDS = 1.0  # how often a run retries the cells another run holds

@@ -265,7 +265,8 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         # suite's, else the task's default): merging key by key would let a default `epochs`
         # silently cut short a suite that asked for `updates`.
         task_budget = (_budget(t.get("budget", {}), f"{t_where}.budget") or budget
-                       or _budget({k: v for k, v in dict(task_cls.budget).items() if v is not None}, f"{t_where}: default budget of task '{task_cls.name}'"))
+                       or _budget({k: v for k, v in dict(task_cls.budget).items() if v is not None},
+                                  f"{t_where}: default budget of task '{task_cls.name}'"))
         task_budget = {k: task_budget.get(k) for k in BUDGET_KEYS}
         if all(v is None for v in task_budget.values()):
             raise ConfigError(f"{t_where}: no budget: set updates, epochs or seconds")

@@ -10,7 +10,6 @@ Use from pytest: `assert_conformant("my_rule")`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import traceback

@@ -62,7 +62,8 @@ class TargetParams:
             if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
         if not self.noise >= 0 or not math.isfinite(self.noise):
-            raise ValueError(f"noise must be a non-negative number (the σ of the inverse's corruption), got {self.noise}")
+            raise ValueError(f"noise must be a non-negative number (the σ of the inverse's corruption), "
+                             f"got {self.noise}")
         if self.inverse_steps < 0:
             raise ValueError(f"inverse_steps must be 0 or more, got {self.inverse_steps}")
         if self.schedule not in ("alternating", "parallel"):

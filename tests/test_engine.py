@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticity import engine, registry
+from plasticity import engine
 from plasticity.engine import log_schedule, resolve_device, run_cell
 from plasticity.results import is_complete, load_cells, read_cell
 from plasticity.runner import run_suite

@@ -9,8 +9,7 @@ from torch.nn import functional as F
 
 from plasticity import ConfigError, registry
 from plasticity.engine import evaluate
-from plasticity.gofau import (GofauAdagrad, GofauAdam, GofauRMSprop, GofauSGD, HybridAdam, HybridSGD,
-                              MultAdam, MultSGD)
+from plasticity.gofau import GofauAdagrad, GofauAdam, GofauRMSprop, GofauSGD, HybridAdam, HybridSGD, MultAdam, MultSGD
 from plasticity.optimizers import build_optimizer
 from plasticity.params import make_params
 from plasticity.task import Split

@@ -9,21 +9,18 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-from scipy import stats as scipy_stats
-
-from plasticity.report import build_report, write_results_csv
 import numpy as np
 import pandas as pd
-
-from plasticity.report import figures
-from plasticity.report.browser import check_in_browser, check_legend_toggle, find_chromium, ChromiumNotFound
-from plasticity.report.flags import identical_groups, reduces_to_backprop
+import pytest
+from scipy import stats as scipy_stats
 from synthetic_suite import write_demo_suite
+
+from plasticity.report import build_report, figures, sections, write_results_csv
+from plasticity.report.browser import ChromiumNotFound, check_in_browser, check_legend_toggle, find_chromium
+from plasticity.report.flags import identical_groups, reduces_to_backprop
 from plasticity.report.sections import published_accuracy
-from plasticity.report import sections
-from plasticity.report.tables import cells_frame, curves_frame, per_layer_frame, split_trivial, variant_order
 from plasticity.report.stats import grid_share, largest_drop, t_interval, threshold_summary
+from plasticity.report.tables import cells_frame, curves_frame, per_layer_frame, split_trivial, variant_order
 from plasticity.results import load_cells
 
 HOSTILE = "<script>alert(1)</script>"
@@ -67,7 +64,7 @@ def _hostile_cell(runs: Path) -> None:
     config = {"suite": "s", "task": {"name": "digits", "params": {}}, "rule": {"name": "evil", "params": {}},
               "optimizer": {"name": "sgd", "params": {"lr": 0.1}}, "seed": 0,
               "budget": {"updates": 10, "epochs": None, "seconds": None}, "evaluation": {}, "dtype": "float32"}
-    lines = [  # noqa: the exact line types of plasticity.results
+    lines = [  # the exact line types of plasticity.results
         {"type": "header", "cell_id": "hostile0", "config": config,
          "labels": {"variant": HOSTILE, "rule": "evil", "optimizer": "sgd", "grid": {}},
          "thresholds": [0.9, 0.95, 0.97], "provenance": {"git_commit": "abc", "command": HOSTILE},

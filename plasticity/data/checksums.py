@@ -95,5 +95,5 @@ def verify(path: Path, md5: str, hint: str = "supply a good copy") -> None:
     if got != md5:
         raise DataError(f"{path}: checksum mismatch: expected md5 {md5}, found {got}; the file is damaged "
                         f"or not the official one. Delete it so it is downloaded again, or {hint}")
-    if _identity(regular_stat(path)) == _identity(info):  # not rewritten while it was hashed  # not rewritten while it was hashed
+    if _identity(regular_stat(path)) == _identity(info):  # not rewritten while it was hashed
         write_stamp(path, md5)

@@ -110,7 +110,8 @@ figure img, figure svg.fig { max-width: 100%; height: auto; border: 1px solid va
 nav.legend { position: sticky; top: 0; z-index: 5; background: rgba(255,255,255,0.96); border: 1px solid var(--line);
              border-radius: 6px; padding: 6px 10px; margin: 10px 0; max-height: 9.5em; overflow-y: auto; }
 nav.legend .ltitle { font-weight: 600; margin-right: 8px; }
-nav.legend button { font: inherit; font-size: 0.86em; border: 1px solid var(--line); background: #fff; border-radius: 12px;
+nav.legend button { font: inherit; font-size: 0.86em; border: 1px solid var(--line); background: #fff;
+                    border-radius: 12px;
                     padding: 1px 9px 1px 6px; margin: 2px 3px; cursor: pointer; }
 nav.legend button.off { opacity: 0.4; text-decoration: line-through; }
 nav.legend .sw { display: inline-block; width: 18px; height: 0; border-top: 3px solid; vertical-align: middle;

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..results import CellRecord, Placement, Selection, cell_identity
 from .stats import largest_drop
+
 #: Columns of the cells table (fractions: the report formats them; `results.csv` is `plasticity.frames`).
 BASE_COLUMNS = [
     "task", "rule", "optimizer", "variant", "seed", "status", "updates", "examples",
