@@ -200,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into `head` and closed early: stop quietly, as other Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A folder given on the command line that is a file, unwritable, or on a full disk: the
+        # operating system's reason and the path, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"plasticity: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -155,21 +155,23 @@ _FILE_KINDS = ((".error.jsonl", "error"), (".jsonl.part", "part"), (".jsonl", "c
 
 _NUM, _OPT_NUM, _INT = "number", "number or null", "non-negative integer"
 _STR, _OPT_STR, _DICT, _LIST = "string", "string or null", "object", "list of numbers"
+_FRAC, _OPT_FRAC = "fraction in [0, 1]", "fraction in [0, 1] or null"  # accuracies as the engine writes them
+_SECS, _OPT_SECS = "number >= 0", "number >= 0 or null"
 # field: (expected kind, required)
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "header": {"cell_id": (_STR, True), "config": (_DICT, True), "labels": (_DICT, False),
                "thresholds": (_LIST, False), "provenance": (_DICT, False), "data": (_DICT, False),
                "started": (_STR, False)},
     "eval": {"updates": (_INT, True), "epoch": (_NUM, False), "examples": (_INT, False),
-             "train_seconds": (_NUM, False), "train_loss": (_OPT_NUM, False), "val_accuracy": (_OPT_NUM, True),
-             "val_loss": (_OPT_NUM, False), "test_accuracy": (_OPT_NUM, True), "diagnostics": (_DICT, False),
+             "train_seconds": (_SECS, False), "train_loss": (_OPT_NUM, False), "val_accuracy": (_OPT_FRAC, True),
+             "val_loss": (_OPT_NUM, False), "test_accuracy": (_OPT_FRAC, True), "diagnostics": (_DICT, False),
              "feedback": (_DICT, False)},
     "final": {"status": (_STR, True), "evals": (_INT, True), "message": (_OPT_STR, False),
               "updates": (_INT, False), "examples": (_INT, False), "epochs": (_OPT_NUM, False),
-              "train_seconds": (_OPT_NUM, False), "val_accuracy": (_OPT_NUM, False),
-              "test_accuracy": (_OPT_NUM, False), "best_val_accuracy": (_OPT_NUM, False),
+              "train_seconds": (_OPT_SECS, False), "val_accuracy": (_OPT_FRAC, False),
+              "test_accuracy": (_OPT_FRAC, False), "best_val_accuracy": (_OPT_FRAC, False),
               "updates_to": (_DICT, False), "examples_to": (_DICT, False), "seconds_to": (_DICT, False),
-              "wall_seconds": (_OPT_NUM, False), "finished": (_STR, False), "traceback": (_STR, False)},
+              "wall_seconds": (_OPT_SECS, False), "finished": (_STR, False), "traceback": (_STR, False)},
 }
 
 
@@ -184,6 +186,10 @@ def _fits(kind: str, v: Any) -> bool:
         return v is None or _is_number(v)
     if kind == _INT:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if kind in (_FRAC, _OPT_FRAC):
+        return (v is None and kind == _OPT_FRAC) or (_is_number(v) and 0 <= v <= 1)
+    if kind in (_SECS, _OPT_SECS):
+        return (v is None and kind == _OPT_SECS) or (_is_number(v) and v >= 0)
     if kind == _STR:
         return isinstance(v, str)
     if kind == _OPT_STR:

@@ -24,6 +24,9 @@ Activation = Literal["relu", "tanh", "leaky_relu", "sigmoid", "linear"]
 Init = Literal["torch", "he_normal", "xavier_uniform", "lecun_normal"]
 Normalize = Literal["standard", "per_feature", "unit", "symmetric"]
 
+#: the widest hidden layer a task accepts (784 × 10⁶ float32 weights are 3 GB already)
+MAX_WIDTH = 1_000_000
+
 
 def default_data_dir() -> Path:
     """`PLASTICITY_DATA` if set, else a per-user cache (`$XDG_CACHE_HOME/plasticity`)."""
@@ -52,6 +55,9 @@ class TaskParams:
             raise ValueError(f"val_size must be at least 1, got {self.val_size}")
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"hidden widths must be positive, got {list(self.hidden)}")
+        if any(w > MAX_WIDTH for w in self.hidden):
+            raise ValueError(f"hidden widths must be at most {MAX_WIDTH:,} (a wider layer does not fit in "
+                             f"memory), got {list(self.hidden)}")
         if self.init_scale <= 0:
             raise ValueError(f"init_scale must be positive, got {self.init_scale}")
 

@@ -24,6 +24,11 @@ class Digits(Task):
         val_size: int = 300
         test_fraction: float = 0.2  # share of the 1,797 images kept for test (fixed stratified split)
 
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if not 0 < self.test_fraction < 1:
+                raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction}")
+
     thresholds = (0.8, 0.9, 0.95)
     budget = {"epochs": 20}
     needs_files = False

@@ -107,3 +107,13 @@ def test_bad_device_stops_before_anything_starts(tmp_path, capsys, device, messa
     err = capsys.readouterr().err
     assert err.startswith("plasticity: error:") and message in err
     assert "cells" not in err and not out.exists()
+
+
+def test_out_folder_that_is_a_file_is_an_error_not_a_traceback(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    suite = tmp_path / "s.toml"
+    suite.write_text('[budget]\nupdates = 2\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
+    assert main(["run", str(suite), "--out", str(blocker), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Not a directory" in err and "afile" in err and "Traceback" not in err

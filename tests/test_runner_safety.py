@@ -539,3 +539,18 @@ def test_lock_files_are_not_read_as_runs(tmp_path):
     runs.mkdir()
     shutil.copy(__file__, runs / "x.lock")
     assert scan_runs(tmp_path) == ([], [])
+
+
+@pytest.mark.parametrize("field, value", [("test_accuracy", 7.5), ("val_accuracy", -0.1),
+                                          ("train_seconds", -3.0)])
+def test_final_line_numbers_out_of_range_make_the_file_malformed(tmp_path, field, value):
+    """An accuracy is a fraction and seconds are not negative: a hand-edited value outside that
+    would enter a mean as if measured."""
+    from plasticity.results import CellWriter, MalformedRun, read_cell
+    writer = CellWriter(tmp_path, "c1")
+    writer.write({"type": "header", "cell_id": "c1", "config": {}})
+    writer.write({"type": "eval", "updates": 1, "val_accuracy": 0.5, "test_accuracy": 0.5})
+    path = writer.finish({"status": "complete", "updates": 1, "val_accuracy": 0.5, "test_accuracy": 0.5,
+                          "train_seconds": 1.0, field: value})
+    with pytest.raises(MalformedRun, match=field):
+        read_cell(path)

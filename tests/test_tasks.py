@@ -136,3 +136,15 @@ def test_real_cifar10_files(real_data_dir):
     # Through the task (load_arrays only: normalising 50k×3072 is the engine's cost, not the reader's).
     raw = get_task("cifar10")(get_task("cifar10").Params(), root).load_arrays(root)
     assert raw.x_train.shape == (50000, 3072) and raw.n_classes == 10
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"test_fraction": 2.0}, "test_fraction must lie strictly between 0 and 1"),
+    ({"test_fraction": 0.0}, "test_fraction must lie strictly between 0 and 1"),
+    ({"hidden": [10**14]}, "hidden widths must be at most"),
+])
+def test_digits_parameters_out_of_range_refused_when_the_suite_is_read(params, message):
+    from plasticity.errors import ConfigError
+    from plasticity.params import make_params
+    with pytest.raises(ConfigError, match=message):
+        make_params(get_task("digits").Params, params, "tasks[0]")
