@@ -7,6 +7,7 @@ pip-installed packages add theirs through the entry-point groups `plasticity.rul
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import inspect
@@ -127,13 +128,22 @@ def register_optimizer(name: str, aliases: Iterable[str] = ()) -> Callable[[T], 
     return _decorator("optimizer", name, aliases)
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a plugin file from its source every time, never from `__pycache__`: a cached
+    bytecode file is trusted on mtime (whole seconds) and size, so a plugin edited twice within a
+    second could run old code while the cell's fingerprint hashes the new source."""
+
+    def get_code(self, fullname: str):
+        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+
+
 def load_plugin_file(path: Path) -> None:
     """Import one plugin file as its own module; an error names the file and the cause."""
     path = Path(path).resolve()
     if path in _loaded_files:
         return
     module_name = f"plasticity_plugins.{path.parent.name}_{abs(hash(str(path.parent))) % 10**8}.{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=_SourceLoader(module_name, str(path)))
     if spec is None or spec.loader is None:
         raise RegistryError(f"cannot import plugin file {path}")
     module = importlib.util.module_from_spec(spec)

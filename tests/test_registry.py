@@ -192,3 +192,19 @@ def test_plugin_parameter_descriptions_come_from_comments(tmp_path, capsys):
         assert "scale = 2.0" in out and "multiplies the feedback (float)" in out
     finally:
         registry._unregister("rule", "test_described")
+
+
+def test_a_plugin_rewritten_within_the_same_second_runs_its_new_code(tmp_path):
+    """Same size, same mtime second: a bytecode cache would serve the old code; the source loader
+    must not, or a cell would run old code under the new source's fingerprint."""
+    import os
+
+    path = tmp_path / "same_second.py"
+    for value in (1, 2):
+        path.write_text(f"VALUE = {value}\n")
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+        registry._loaded_files.discard(path.resolve())
+        registry.load_plugin_file(path)
+        module = next(m for m in __import__("sys").modules.values()
+                      if getattr(m, "__file__", None) == str(path.resolve()))
+        assert module.VALUE == value
