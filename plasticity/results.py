@@ -334,13 +334,19 @@ def _check_final(path: Path, kind: str, evals: list[dict[str, Any]], final: dict
                                      f"{evals[-1]['updates']}")
 
 
-def check_complete(runs_dir: Path, cell_id: str) -> bool:
-    """True when the cell has a finished file (complete or diverged); `MalformedRun` if it is damaged."""
+def finished_record(runs_dir: Path, cell_id: str) -> CellRecord | None:
+    """The cell's finished file (complete or diverged), read once; None when there is none,
+    `MalformedRun` when it is damaged."""
     path = Path(runs_dir) / f"{cell_id}.jsonl"
     if not os.path.lexists(path):
-        return False
+        return None
     rec = read_cell(path)
-    return rec is not None and rec.status in FINISHED
+    return rec if rec is not None and rec.status in FINISHED else None
+
+
+def check_complete(runs_dir: Path, cell_id: str) -> bool:
+    """True when the cell has a finished file (complete or diverged); `MalformedRun` if it is damaged."""
+    return finished_record(runs_dir, cell_id) is not None
 
 
 def recorded_fingerprint(rec: CellRecord) -> str | None:
@@ -357,9 +363,7 @@ def needs_run(runs_dir: Path, cell_id: str, fingerprint: str, keep_stale: bool =
     A stale file is not moved: the rerun replaces it when it finishes, and until then the report
     counts it under "not part of this suite".
     """
-    if not check_complete(runs_dir, cell_id):
-        return True
-    rec = read_cell(Path(runs_dir) / f"{cell_id}.jsonl")
+    rec = finished_record(runs_dir, cell_id)
     return rec is None or (not keep_stale and recorded_fingerprint(rec) != fingerprint)
 
 

@@ -32,7 +32,7 @@ from .engine import Progress, resolve_device, run_cell
 from .errors import PlasticityError
 from .fingerprint import fingerprint, suite_manifest
 from .provenance import provenance
-from .results import MalformedRun, needs_run, read_cell, warn_malformed, write_json
+from .results import MalformedRun, finished_record, needs_run, recorded_fingerprint, warn_malformed, write_json
 from .suite import Cell, Suite
 
 HELD = "held"  # an outcome, not a status: another live run holds the cell
@@ -162,12 +162,11 @@ def _attempt(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, A
         return {"status": HELD, "holder": held.holder}
     with claim:
         try:  # another run may have finished it, with the code and parameters this run has
-            finished = not needs_run(runs_dir, cell.cell_id, fingerprint(cell)["hash"])
+            rec = finished_record(runs_dir, cell.cell_id)
         except MalformedRun:
-            finished = False
-        if finished:
-            rec = read_cell(runs_dir / f"{cell.cell_id}.jsonl")
-            return {**(rec.final if rec and rec.final else {"status": "complete"}), "by_other_run": True}
+            rec = None
+        if rec is not None and recorded_fingerprint(rec) == fingerprint(cell)["hash"]:
+            return {**rec.final, "by_other_run": True}
         try:
             return run_cell(cell, runs_dir, device, prov, data_dir, bar)
         finally:
