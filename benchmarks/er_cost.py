@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue as queue_module
 import resource
 import time
 from pathlib import Path
@@ -42,8 +43,12 @@ def _reset_peak() -> bool:
 
 
 def measure(task_name: str, width: int, n_train: int, dtype_name: str, train_hidden: bool, updates: int,
-            device_name: str, threads: int) -> dict:
-    """Per update seconds and test accuracy, and peak memory (MB), in this process."""
+            device_name: str, threads: int, layers: int = 1, rule_params: dict | None = None) -> dict:
+    """Per update seconds and test accuracy, and peak memory (MB), in this process.
+
+    `n_train` 0 trains on all the task's training images, the validation split put back (MNIST:
+    all 60,000, as the paper). `layers` hidden layers of `width` each; `rule_params` override ER's.
+    """
     import torch
 
     from plasticity import registry
@@ -54,12 +59,16 @@ def measure(task_name: str, width: int, n_train: int, dtype_name: str, train_hid
     device = resolve_device(device_name)
     dtype = getattr(torch, dtype_name)
     task_cls = registry.get_task(task_name)
-    task = task_cls(task_cls.Params(hidden=(width,), activation="tanh", batch_size=0))
+    task = task_cls(task_cls.Params(hidden=(width,) * layers, activation="tanh", batch_size=0))
     data = task.data(device, dtype)
-    x, y = (data.train.x, data.train.y) if n_train <= 0 else (data.train.x[:n_train], data.train.y[:n_train])
+    if n_train <= 0:  # the whole training set: validation goes back in (nothing here is tuned on it)
+        x, y = torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y])
+    else:
+        x, y = data.train.x[:n_train], data.train.y[:n_train]
     net = task.build_network(data.n_inputs, data.n_classes, torch.Generator().manual_seed(0)).to(device, dtype)
     rule_cls = registry.get_rule("er")
-    rule = rule_cls(net, rule_cls.Params(eta=1.0, alpha=0.0, train_hidden=train_hidden), None,
+    params = {"eta": 1.0, "alpha": 0.0, "train_hidden": train_hidden, **(rule_params or {})}
+    rule = rule_cls(net, rule_cls.Params(**params), None,
                     torch.Generator(device=device).manual_seed(0))
 
     def sync() -> None:
@@ -99,9 +108,15 @@ def run_isolated(*args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(args, queue))
     proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    while True:  # a child that dies (missing data, out of memory) puts nothing: do not wait forever
+        try:
+            result = queue.get(timeout=1.0)
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"the measuring process failed (exit code {proc.exitcode}); see its error above")
+            continue
+        proc.join()
+        return result
 
 
 def main() -> None:
@@ -113,19 +128,28 @@ def main() -> None:
     ap.add_argument("--hidden", nargs="+", default=["trained"], choices=["trained", "frozen"],
                     help="frozen: only the output layer is solved (ER's train_hidden = false)")
     ap.add_argument("--updates", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=1, help="hidden layers, each --widths wide")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="ER parameters other than eta 1, alpha 0 (e.g. target_bound=0.05 alpha=1e-3)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    rule_params = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        rule_params[key] = value if value.isalpha() else float(value)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"task {args.task}, first {args.n_train or 'all'} training images, 784-W-10 tanh, ER Algorithm 2 full batch "
-          f"eta 1 alpha 0, device {args.device}, {args.threads} threads; load average before: {load}")
+    net = "784-" + "-".join(["W"] * args.layers) + "-10"
+    print(f"task {args.task}, first {args.n_train or 'all'} training images, {net} tanh, ER Algorithm 2 full batch "
+          f"eta 1 alpha 0 {' '.join(args.set)}, device {args.device}, {args.threads} threads; "
+          f"load average before: {load}")
     print(f"{'width':>6} {'dtype':>8} {'hidden':>8} {'s/update':>22} {'peak MB':>8} {'upd. MB':>8}"
           f"   test acc. % per update")
     for width in args.widths:
         for dtype in args.dtypes:
             for hidden in args.hidden:
                 r = run_isolated(args.task, width, args.n_train, dtype, hidden == "trained", args.updates,
-                                 args.device, args.threads)
+                                 args.device, args.threads, args.layers, rule_params)
                 secs = " ".join(f"{s:.1f}" for s in r["seconds"])
                 accs = " ".join(f"{100 * a:.2f}" for a in r["accuracy"])
                 print(f"{width:>6} {dtype:>8} {hidden:>8} {secs:>22} {r['peak_total_mb']:8.0f} "

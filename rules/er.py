@@ -63,6 +63,16 @@ saturation; 31 % of targets clipped), on digits 256-256 from 78.9 % to 96.9 % (a
 layer: 97.2 %). Later updates still fall (the square W₂⁺ again sends most targets to the bound);
 with `stop_on_rise` the first update's network is kept. 0 (the default) is the paper's form.
 
+The cause is the exact pseudo-inverse, not the ratio: W₂⁺ divides by W₂'s smallest singular
+values, so the part of ΔH₂ along them becomes a huge ΔZ₁. `target_ridge` = ρ > 0 sends targets
+down through the ridge (Tikhonov) pseudo-inverse `W⁺_ρ = (WᵀW + ρ σ_max(W)² I)⁻¹ Wᵀ`, which
+keeps W⁺'s action on the directions W transmits strongly and damps the ones it barely transmits
+(ρ is relative to the largest squared singular value, so it means the same at every width and
+scale). With ρ = 1e-2, 784-1024-1024-10 on 10k MNIST images rises with every update: 93.36,
+93.60, 93.80 % (the paper's form: 86.79, 73.93, 67.96 %; one layer of the same total width,
+784-2048-10: 93.72, 93.93, 94.00 %; ρ = 1e-3: 93.54 % and ρ = 1e-1: 93.58 % after three).
+0 (the default) is the paper's exact W⁺; the ER suites declare the ridge variant beside it.
+
 `train_hidden = false` solves the output layer only, the hidden layers stay at their
 initialisation: the control for what ER's hidden update adds.
 """
@@ -103,6 +113,7 @@ class ExpectationReflection(LearningRule):
         stop_on_rise: bool = False  # undo the last update and stop when the batch's squared error rises (full batch)
         train_hidden: bool = True   # False: solve the output layer only (hidden layers stay at init)
         target_bound: float = 0.0   # > 0: hidden targets Z + ΔZ clipped into ±(1 − bound) (see docstring)
+        target_ridge: float = 0.0   # > 0: targets go down through the ridge W⁺, α = target_ridge·σ_max(W)²
 
         def __post_init__(self) -> None:
             if not 0 < self.eta <= 1:
@@ -111,6 +122,9 @@ class ExpectationReflection(LearningRule):
                 raise ValueError(f"alpha must be non-negative, got {self.alpha}")
             if self.guard < 0:
                 raise ValueError(f"guard must be non-negative, got {self.guard}")
+            if self.target_ridge < 0:
+                raise ValueError(f"target_ridge must be non-negative (0: the exact pseudo-inverse), "
+                                 f"got {self.target_ridge}")
             if not 0 <= self.target_bound < 1:
                 raise ValueError(f"target_bound must be in [0, 1) (0: the paper's unclipped form), "
                                  f"got {self.target_bound}")
@@ -167,7 +181,9 @@ class ExpectationReflection(LearningRule):
         """ΔH_top sent down to ΔH_bottom through W⁺ and the ratio H/Z of each layer in between."""
         for l in range(top, bottom, -1):
             if l not in self._w_pinv:  # W_l only changes after every use of its W_l⁺ in this update
-                self._w_pinv[l] = pinv(self.net.layers[l - 1].weight.T)
+                w = self.net.layers[l - 1].weight.T
+                ridge = self.params.target_ridge * float(torch.linalg.matrix_norm(w, ord=2)) ** 2
+                self._w_pinv[l] = pinv(w, alpha=ridge)
             dz = delta @ self._w_pinv[l]               # ΔZ_{l−1} = ΔH_l W_l⁺ (W_l here is in × out)
             delta = self._hidden_delta(dz, trace.h[l - 1], trace.z[l - 1])
         return delta

@@ -163,7 +163,8 @@ def test_non_invertible_hidden_activation_is_rejected():
 
 
 @pytest.mark.parametrize("bad", [{"eta": 0.0}, {"eta": 1.5}, {"alpha": -1.0}, {"guard": -0.1},
-                                 {"target_bound": 1.0}, {"target_bound": -0.1}])
+                                 {"target_bound": 1.0}, {"target_bound": -0.1},
+                                 {"target_ridge": -1e-3}])
 def test_bad_params_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ER.Params(**bad)
@@ -263,3 +264,19 @@ def test_every_variant_is_conformant(variant):
         assert_conformant(name)
     finally:
         registry._unregister("rule", name)
+
+
+def test_ridge_target_propagation_repairs_multilayer_er():
+    """Depth: through the exact W₂⁺ of a square, ill-conditioned W₂ the hidden targets leave tanh's
+    range and the paper's form collapses (256-256 on digits: below 80 % after one update, worse
+    after the next); the ridge pseudo-inverse (α = 1e-2·σ_max²) keeps them reachable, and the
+    two-layer net then does as well as one layer of the same total width, update after update."""
+    paper, data = er_on_digits((256, 256), eta=1.0, alpha=0.0)
+    ridge, _ = er_on_digits((256, 256), eta=1.0, alpha=0.0, target_ridge=1e-2)
+    single, _ = er_on_digits((512,), eta=1.0, alpha=0.0)
+    paper_acc = full_batch_accuracies(paper, data, 2)
+    ridge_acc = full_batch_accuracies(ridge, data, 3)
+    single_acc = full_batch_accuracies(single, data, 3)
+    assert paper_acc[0] < 0.85 and paper_acc[1] < paper_acc[0]
+    assert min(ridge_acc) >= 0.97 and ridge_acc[-1] >= ridge_acc[0]
+    assert ridge_acc[-1] >= single_acc[-1] - 0.005, (ridge_acc, single_acc)
