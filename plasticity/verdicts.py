@@ -19,7 +19,8 @@ A side (`subject`, `baseline`, each entry of `order`) selects cells: `rule`, and
 (the evaluation after exactly N updates) or `at_epoch` (at the end of epoch E) instead of the
 final evaluation. When a side matches several variants (a grid), the claim is judged on the
 variant best on the metric (mean over seeds; for update counts, most seeds reaching the
-threshold first); the table names it.
+threshold first); the table names it. Two sides that select the same cells (one run judged at
+two points, e.g. after update 1 against the end) judge one variant: the one best at the end.
 
 The comparisons, each over seeds (paired by seed for two sides) with a 95 % Student-t interval:
 - threshold   `at_most = v` / `at_least = v`: the subject's metric against a number;
@@ -242,8 +243,8 @@ def _side(value: Any, pool: Sequence[Any], metric: str, where: str) -> dict[str,
         ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) if key == "at_updates" else (
             _is_number(v) and math.isfinite(v) and v > 0)
         if not ok:
-            raise ConfigError(f"{where}: '{key}' must be a positive {'whole number' if key == 'at_updates' else 'number'}"
-                              f", got {v!r}")
+            kind_of = "whole number" if key == "at_updates" else "number"
+            raise ConfigError(f"{where}: '{key}' must be a positive {kind_of}, got {v!r}")
         side[key] = v
     if "at_updates" in side and "at_epoch" in side:
         raise ConfigError(f"{where}: give at_updates or at_epoch, not both")
@@ -396,8 +397,10 @@ def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
         [claim["baseline"]] if "baseline" in claim else [])
     results = [measure_side(records, claim, s) for s in sides]
     if claim["kind"] in ("ratio", "difference") and _selects_same(claim["subject"], claim["baseline"]):
-        # One run judged at two points (after update 1 against the end): the same variant on both sides.
-        results[1] = measure_side(records, claim, sides[1], results[0].variant)
+        # One run judged at two points (after update 1 against the end): the same variant on both
+        # sides, the one best at the end (the side without at_updates/at_epoch leads).
+        lead = 1 if _at(sides[0]) and not _at(sides[1]) else 0
+        results[1 - lead] = measure_side(records, claim, sides[1 - lead], results[lead].variant)
     empty = [r for r in results if r.finished == 0]
     if empty:
         return Verdict(claim, INCONCLUSIVE, "not measured", "no runs: " + ", ".join(
@@ -424,6 +427,10 @@ def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
     else:
         verdict, measured, basis = _judge_pair(claim, results[0], results[1])
     return Verdict(claim, verdict, measured, basis + extra, results)
+
+
+def _at(side: dict[str, Any]) -> bool:
+    return "at_updates" in side or "at_epoch" in side
 
 
 def _selects_same(a: dict[str, Any], b: dict[str, Any]) -> bool:
