@@ -32,11 +32,13 @@ The comparisons, each over seeds (paired by seed for two sides) with a 95 % Stud
               the order says (the metric's better direction: lower error and update counts).
 Verdict: *supported* when the whole interval lies on the claim's side, *not supported* when it
 lies wholly on the other side, else *inconclusive*; one seed gives no interval and its point
-value decides (said in the table). A side with no finished cell is "inconclusive (no runs)";
-update counts where a seed never reached the threshold make the claim inconclusive (the count
-is censored at the budget). `grid_share` (the share of a side's grid points whose seeds mostly
-reach the threshold) is judged with exact tests instead: a Clopper-Pearson interval against a
-threshold, a one-sided Fisher test (p < 0.05) for a difference in sign.
+value decides (said in the table). A side with no finished cell is "inconclusive (no runs)".
+An update count where a seed never reached the threshold is censored (only known to exceed
+the seed's last evaluation): then each seed's comparison is a range, and the claim is decided
+only when every seed's range lies on one side of the bound (else inconclusive). `grid_share`
+(the share of a side's grid points whose seeds mostly reach the threshold) is judged with exact
+tests instead: a Clopper-Pearson interval against a threshold, a one-sided Fisher test
+(p < 0.05) for a difference in sign.
 """
 from __future__ import annotations
 
@@ -324,6 +326,9 @@ class SideResult:
     unfinished: int                   # cells of the side with no final line yet (any variant)
     variants: int                     # how many variants the side matched
     grid: tuple[int, int] | None = None  # grid_share: (points reaching, points)
+    #: update counts: seed -> the last evaluated update of a seed that never reached the threshold
+    #: (its true count lies beyond it)
+    censored: dict[Any, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -388,7 +393,14 @@ def measure_side(records: Sequence[CellRecord], claim: dict[str, Any], side: dic
         if best_key is None or key < best_key:
             best, best_key, best_values = variant, key, values
     finished = len(by_variant.get(best, [])) if best else 0
-    return SideResult(side["rule"], best, best_values, finished, unfinished, len(by_variant))
+    censored = {cell_identity(r)[2]: _last_update(r) for r in by_variant.get(best, [])
+                if math.isinf(best_values.get(cell_identity(r)[2], math.nan))}
+    return SideResult(side["rule"], best, best_values, finished, unfinished, len(by_variant), censored=censored)
+
+
+def _last_update(rec: CellRecord) -> float:
+    updates = [ev.get("updates") for ev in rec.evals if _is_number(ev.get("updates"))]
+    return float(max(updates)) if updates else 0.0
 
 
 def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
@@ -412,12 +424,12 @@ def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
         where = _where(claim["subject"] if claim["kind"] != "ordering" else {})
         return Verdict(claim, INCONCLUSIVE, "not measured", "no finished seed has the metric"
                        + (f" {where}" if where else "") + ": " + ", ".join(r.label for r in unmeasured), results)
-    censored = [r for r in results if any(math.isinf(v) for v in r.values.values())]
+    censored = [r for r in results if r.censored]
     if censored:
-        parts = [f"{r.label}: {sum(math.isfinite(v) for v in r.values.values())}/{len(r.values)} seeds reached "
+        parts = [f"{r.label}: {len(r.values) - len(r.censored)}/{len(r.values)} seeds reached "
                  f"{claim['threshold']:g} %" for r in censored]
-        return Verdict(claim, INCONCLUSIVE, _side_text(claim, results), "; ".join(parts) + " (censored counts)",
-                       results)
+        verdict, basis = _judge_censored(claim, results)
+        return Verdict(claim, verdict, _side_text(claim, results), "; ".join(parts) + f"; {basis}", results)
     extra = _unfinished_text(results)
     kind = claim["kind"]
     if kind == "threshold":
@@ -427,6 +439,44 @@ def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
     else:
         verdict, measured, basis = _judge_pair(claim, results[0], results[1])
     return Verdict(claim, verdict, measured, basis + extra, results)
+
+
+def _judge_censored(claim: dict[str, Any], results: Sequence[SideResult]) -> tuple[str, str]:
+    """Update counts where some seed never reached the threshold: that seed's count is only known
+    to exceed its last evaluated update. Each seed's comparison becomes a range; the claim is
+    decided only when every seed's range lies on one side of the bound (else inconclusive)."""
+    kind = claim["kind"]
+    if kind == "ordering":
+        return INCONCLUSIVE, "censored counts: an ordering is not decided from them"
+
+    def span(r: SideResult, seed: Any) -> tuple[float, float]:
+        return (r.censored[seed], math.inf) if seed in r.censored else (r.values[seed], r.values[seed])
+
+    seeds = sorted(set.intersection(*(set(r.values) for r in results)), key=str)
+    ranges = []
+    for seed in seeds:
+        a_lo, a_hi = span(results[0], seed)
+        if kind == "threshold":
+            ranges.append((a_lo, a_hi))
+            continue
+        b_lo, b_hi = span(results[1], seed)
+        if kind == "ratio":
+            ranges.append((a_lo / b_hi if b_hi > 0 else math.inf, a_hi / b_lo if b_lo > 0 else math.inf))
+        else:
+            ranges.append((a_lo - b_hi, a_hi - b_lo))
+    low_ok, high_ok = _bound_range(claim["bound"])
+    a = -math.inf if low_ok is None else low_ok
+    b = math.inf if high_ok is None else high_ok
+    on_side = sum(a <= lo and hi <= b for lo, hi in ranges)
+    against = sum(hi < a or lo > b for lo, hi in ranges)
+    n = len(ranges)
+    basis = (f"censored counts, decided seed by seed: {on_side}/{n} seeds surely on the claim's side, "
+             f"{against}/{n} surely against")
+    if n and on_side == n:
+        return SUPPORTED, basis
+    if n and against == n:
+        return NOT_SUPPORTED, basis
+    return INCONCLUSIVE, basis
 
 
 def _at(side: dict[str, Any]) -> bool:

@@ -120,10 +120,15 @@ def test_ratio_of_interpolated_updates_to_threshold():
     (grid,) = claim_suite('claim = "c"\nsource = "s"\nmetric = "updates_to"\nthreshold = 90\nkind = "ratio"\n'
                           'subject = { rule = "fa" }\nbaseline = { rule = "bp" }\nat_most = 0.99\n')
     assert judge(grid, bp + fa).verdict == NOT_SUPPORTED
-    # a seed that never crossed makes the count censored: inconclusive
+    # a seed that never crossed is censored at its last evaluation: 200 > 150 says nothing of
+    # "FA faster" for it, while a count surely above BP's in every seed refutes the claim
     never = [record("fa", 0, 0.8, curve=[(0, 0.1), (200, 0.85)])] + fa[1:]
     v = judge(c, bp + never)
     assert v.verdict == INCONCLUSIVE and "2/3 seeds reached 90 %" in v.basis
+    assert "1/3 surely against" in v.basis
+    slow = [record("fa", s, 0.8, curve=[(0, 0.1), (100, 0.8), (400, 0.85)]) for s in range(3)]
+    v = judge(c, bp + slow)
+    assert v.verdict == NOT_SUPPORTED and "0/3 seeds reached" in v.basis and "3/3 surely against" in v.basis
 
 
 def test_ordering_needs_every_neighbouring_pair():

@@ -524,8 +524,9 @@ CLAIMS_NOTE = (
     "not supported when it lies wholly on the other side, inconclusive otherwise; with one seed there is no "
     "interval and the seed's value decides (said beside it). A rule that ran as a grid is judged on its best "
     "variant on the metric (named in “measured”). Update counts “interpolated” are linear between the two "
-    "evaluations around the crossing of the validation threshold; a seed that never crossed it makes the "
-    "claim inconclusive. Grid shares are judged by exact tests (Clopper-Pearson, one-sided Fisher at 5 %). "
+    "evaluations around the crossing of the validation threshold; a seed that never crossed it is censored "
+    "(its count only known to exceed its last evaluation), and then the claim is decided only when every "
+    "seed lies surely on one side. Grid shares are judged by exact tests (Clopper-Pearson, one-sided Fisher at 5 %). "
     "A claim whose cells have not finished is “inconclusive (no runs)”.")
 VERDICT_CLASS = {"supported": "complete", "not supported": "diverged", "inconclusive": "incomplete"}
 
