@@ -580,6 +580,12 @@ def _side_text(claim: dict[str, Any], results: Sequence[SideResult]) -> str:
     parts = []
     for r in results:
         ci = t_interval(r.values.values())
+        if r.censored:  # the mean of the seeds that reached it, and how many did
+            reached = len(r.values) - len(r.censored)
+            text = f"{_fmt(ci.mean, metric)} ({reached}/{len(r.values)} seeds reached it)" if reached else (
+                f"not reached by {max(r.censored.values()):,.0f} updates")
+            parts.append(f"{r.label} {text}")
+            continue
         parts.append(f"{r.label} {_fmt(ci.mean, metric)}")
     return "; ".join(parts)
 

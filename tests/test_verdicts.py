@@ -129,6 +129,7 @@ def test_ratio_of_interpolated_updates_to_threshold():
     slow = [record("fa", s, 0.8, curve=[(0, 0.1), (100, 0.8), (400, 0.85)]) for s in range(3)]
     v = judge(c, bp + slow)
     assert v.verdict == NOT_SUPPORTED and "0/3 seeds reached" in v.basis and "3/3 surely against" in v.basis
+    assert "fa + sgd not reached by 400 updates; bp + sgd 150" in v.measured
 
 
 def test_ordering_needs_every_neighbouring_pair():
