@@ -21,6 +21,19 @@ schedule or grid moves both terms. γ follows a schedule: "constant"; "decay" (�
 seeded generator, which `state_dict` carries). The papers give the schedules' names, not their
 exact form: these are this package's choices.
 
+Adam's first-moment bias correction 1/(1 − β₁ᵗ) has two places (`bias_correction`):
+
+    "inside"   (default)  ξ = η_out |θ| tanh(η_in m̂/(√v̂ + ε)),              m̂ = m/(1 − β₁ᵗ)
+    "outside"  (authors') ξ = (η_out/(1 − β₁ᵗ)) |θ| tanh(η_in m/(√v̂ + ε))
+
+The additive term is η m̂/(√v̂ + ε) in both. They differ while the correction is large: on the
+first step m/(√v̂ + ε) ≈ (1 − β₁) sign(g), so with β₁ = 0.9, η_in = 1 the multiplicative step is
+tanh(1) = 0.762 η_out |θ| inside and 10 tanh(0.1) = 0.997 η_out |θ| outside (×1.31); after a
+few hundred steps the two agree. The suites use "inside": it is torch's Adam direction fed to the
+paper's ξ, so its step stays within the paper's stated bound η_out|θ| and keeps every sign for
+any η_out < 1; "outside" (the authors' code) can step up to η_out/(1 − β₁) |θ| early on, so it
+keeps signs only for η_out < 1 − β₁, which is checked.
+
 SGD also has a "tanh-momentum" form (`tanh_momentum=True`), which the papers leave unspecified
 too: momentum averages the already normalised steps, u_t = β u_{t−1} + (1 − β) tanh(η_in g_t),
 and ξ uses u_t where the plain form uses tanh(η_in m·l) (multiplicative) and m·l (additive), so
@@ -232,15 +245,52 @@ class GofauSGD(GOFAU):
         return [self.state[p]["momentum_buffer"] for p in params]
 
 
+BiasCorrection = Literal["inside", "outside"]
+BIAS_CORRECTIONS = ("inside", "outside")
+
+
 class GofauAdam(GOFAU):
-    """Adam direction m̂ / (√v̂ + ε) with bias-corrected moments (torch.optim.Adam's arithmetic)."""
+    """Adam direction m̂ / (√v̂ + ε) with bias-corrected moments (torch.optim.Adam's arithmetic);
+    `bias_correction="outside"` moves the first moment's correction outside the tanh (module doc)."""
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, **gofau: Any) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, bias_correction: BiasCorrection = "inside",
+                 **gofau: Any) -> None:
         _check(eps > 0, f"eps must be positive, got {eps}")
         _check(all(0 <= b < 1 for b in betas), f"betas must lie in [0, 1), got {tuple(betas)}")
+        _check(bias_correction in BIAS_CORRECTIONS, f"bias_correction must be one of "
+                                                    f"{', '.join(BIAS_CORRECTIONS)}, got {bias_correction!r}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay}, **gofau)
+                                  "weight_decay": weight_decay, "bias_correction": bias_correction}, **gofau)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group["update"] != "additive" and group["bias_correction"] == "outside":
+            out = group["lr"] if group["eta_out"] is None else group["eta_out"]
+            bound = 1.0 - group["betas"][0]
+            # the first step's factor 1/(1 − β₁) is the largest: η_out/(1 − β₁) < 1 keeps every sign
+            _check(out < bound, f"eta_out must be below 1 - beta1 = {bound:g} with bias_correction 'outside' "
+                                f"(the step reaches eta_out/(1 - beta1) |θ| early on), got {out}")
+
+    def _apply(self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor],
+               normalised: bool, gamma: float) -> None:
+        if group["bias_correction"] == "inside":
+            super()._apply(group, params, directions, normalised, gamma)
+            return
+        # Here `directions` are m/(√v̂ + ε), uncorrected; c = 1/(1 − β₁ᵗ) per parameter.
+        c = self._corrections
+        eta_out = group["lr"] if group["eta_out"] is None else group["eta_out"]
+        mult, add = gamma * eta_out, (1.0 - gamma) * group["lr"]
+        if mult:
+            scaled = torch._foreach_mul(directions, group["eta_in"])
+            torch._foreach_tanh_(scaled)
+            torch._foreach_mul_(scaled, c)  # the authors' (η_out/(1 − β₁ᵗ)) tanh(η_in m/(√v̂ + ε))
+            magnitude = torch._foreach_abs(params)
+        if add:  # η m̂/(√v̂ + ε): the additive term is the same in both forms
+            torch._foreach_add_(params, torch._foreach_mul(directions, c), alpha=-add)
+        if mult:
+            torch._foreach_addcmul_(params, magnitude, scaled, value=-mult)
 
     def _direction(self, group, params, grads):
         beta1, beta2 = group["betas"]
@@ -255,6 +305,9 @@ class GofauAdam(GOFAU):
         torch._foreach_div_(denom, [math.sqrt(1.0 - beta2 ** s) for s in steps])
         torch._foreach_add_(denom, group["eps"])
         d = torch._foreach_div(m, denom)
+        if group["bias_correction"] == "outside":
+            self._corrections = [1.0 / (1.0 - beta1 ** s) for s in steps]  # applied in _apply
+            return d, False
         torch._foreach_div_(d, [1.0 - beta1 ** s for s in steps])
         return d, False
 

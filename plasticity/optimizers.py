@@ -157,6 +157,17 @@ class _HybridParams(_MultiplicativeParams):
     seed: int | None = None  # of the random γ schedule; None: drawn from torch's seeded global RNG
 
 
+@dataclass(frozen=True)
+class _AdamMultiplicativeParams(_MultiplicativeParams):
+    """Adam's multiplicative term, with the place of its first-moment bias correction."""
+    bias_correction: _gofau.BiasCorrection = "inside"  # inside tanh (default) or outside (the authors' code)
+
+
+@dataclass(frozen=True)
+class _AdamHybridParams(_HybridParams):
+    bias_correction: _gofau.BiasCorrection = "inside"  # inside tanh (default) or outside (the authors' code)
+
+
 def _gofau_kwargs(p: Any, draw_seed: bool = True) -> dict[str, Any]:
     """A GOFAU Params instance as keyword arguments of its optimizer class."""
     values = as_dict(p)
@@ -223,13 +234,13 @@ class HybridSGD(_GofauSpec):
 @register_optimizer("mult-adam")
 class MultAdam(_GofauSpec):
     """GOFAU multiplicative Adam: θ ← θ − η_out |θ| tanh(η_in m̂/(√v̂ + ε))."""
-    Params = _gofau_params(Adam.Params, _gofau.MultAdam, _MultiplicativeParams)
+    Params = _gofau_params(Adam.Params, _gofau.MultAdam, _AdamMultiplicativeParams)
 
 
 @register_optimizer("hybrid-adam")
 class HybridAdam(_GofauSpec):
     """GOFAU hybrid Adam: γ × the multiplicative step + (1 − γ) × Adam's step."""
-    Params = _gofau_params(Adam.Params, _gofau.HybridAdam, _HybridParams)
+    Params = _gofau_params(Adam.Params, _gofau.HybridAdam, _AdamHybridParams)
 
 
 @register_optimizer("mult-adagrad")

@@ -40,6 +40,16 @@
     value = 1.48
     source = "Bartunov et al. 2018, Table 1"
 
+    [[claims]]                          # a claim, judged by the report from the runs (plasticity.verdicts)
+    claim = "FA is no slower than BP"
+    source = "..."
+    metric = "updates_to_interp"        # test_accuracy, test_error, val_accuracy, updates_to, ..., grid_share
+    threshold = 95
+    kind = "ratio"                      # threshold, ratio, difference or ordering
+    subject = { rule = "fa" }
+    baseline = { rule = "bp" }
+    at_most = 1.0
+
 Every name, key, type and grid point is checked before any cell runs; an error names the file,
 the key and the known choices (or the valid range). Numbers are finite and in range (NaN is
 refused anywhere in the file), names hold no control characters, and a suite that would expand
@@ -68,11 +78,12 @@ from .params import (
     shown,
 )
 from .registry import REPO_ROOT
+from .verdicts import parse_claims
 
 SUITES_DIR = REPO_ROOT / "suites"
 DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
-            "rules", "optimizers", "published"}
+            "rules", "optimizers", "published", "claims"}
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
 #: the valid range of each budget limit (exclusive low end: a limit is positive)
 BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
@@ -140,10 +151,12 @@ class Suite:
     plugins: list[Path]
     cells: list[Cell]
     published: list[dict[str, Any]]
+    #: validated [[claims]] (plasticity.verdicts); the report computes each verdict from the runs
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "source": str(self.path or ""),
-                "toml": self.text, "published": self.published}
+                "toml": self.text, "published": self.published, "claims": self.claims}
 
 
 def _slug(name: str) -> str:
@@ -300,10 +313,11 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     _refuse_duplicates(cells, where)
     _label(cells)
     published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
+    claims = parse_claims(_entries(doc, "claims", where), cells, where)
     # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
     # 64 bits, control characters and deep nesting are refused wherever else they hide in the file.
     check_plain(doc, where)
-    return Suite(name, path, description, text, plugin_dirs, cells, published)
+    return Suite(name, path, description, text, plugin_dirs, cells, published, claims)
 
 
 def _optimizer_entries(rule_entry: dict, rule_cls: type, defaults: list[dict],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -193,10 +194,50 @@ def test_param_groups_keep_their_own_settings():
     ("mult-adagrad", {"eta_in": 0.0}, r"eta_in must be positive"),
     ("hybrid-rmsprop", {"gamma_decay": 0.0}, r"gamma_decay must lie in \(0, 1\]"),
     ("mult-sgd", {"gamma": 0.5}, r"unknown parameter 'gamma'"),
+    ("mult-adam", {"bias_correction": "outside", "eta_out": 0.2}, r"eta_out must be below 1 - beta1 = 0.1"),
+    ("hybrid-adam", {"bias_correction": "both"}, r"'both' is not one of 'inside', 'outside'"),
 ])
 def test_bad_parameters_are_rejected_with_a_clear_message(name, values, message):
     with pytest.raises(ConfigError, match=message):
         build_optimizer(name, values, model().parameters())
+
+
+def test_adam_bias_correction_outside_the_tanh_is_the_authors_first_step():
+    """First step: m/(√v̂ + ε) = (1 − β₁) sign(g), so the multiplicative step is η_out|θ|·tanh(1)
+    inside and η_out|θ|·tanh(1 − β₁)/(1 − β₁) outside (×1.31 for β₁ = 0.9)."""
+    def first_step(bias_correction: str) -> torch.Tensor:
+        theta = torch.nn.Parameter(torch.tensor([0.5, -2.0, 1e-3, 3.0], dtype=torch.float64))
+        opt = MultAdam([theta], lr=1e-3, eps=1e-12, bias_correction=bias_correction)
+        theta.grad = torch.tensor([0.3, -1.0, 2e-3, -7.0], dtype=torch.float64)
+        before = theta.detach().clone()
+        opt.step()
+        return (before - theta.detach()) / before.abs()
+
+    inside, outside = first_step("inside"), first_step("outside")
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(inside, 1e-3 * math.tanh(1.0) * sign, rtol=1e-9, atol=0)
+    torch.testing.assert_close(outside, 1e-3 * math.tanh(0.1) / 0.1 * sign, rtol=1e-9, atol=0)
+    assert (outside / inside).sub(1.3087).abs().max() < 1e-4
+
+
+def test_adam_bias_correction_forms_share_the_additive_step_and_converge():
+    """γ = 0 is Adam in both forms; later on the correction → 1 and the two forms agree."""
+    kwargs = {"lr": 0.01, "betas": (0.8, 0.99)}
+    ours = train(net := model(), HybridAdam(net.parameters(), gamma=0.0, bias_correction="outside", **kwargs), 4)
+    theirs = train(net := model(), torch.optim.Adam(net.parameters(), **kwargs), 4)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    opts = {bc: MultAdam([torch.nn.Parameter(torch.ones(3, dtype=torch.float64))], bias_correction=bc, **kwargs)
+            for bc in ("inside", "outside")}
+    steps = {}
+    for bc, opt in opts.items():
+        (theta,) = opt.param_groups[0]["params"]
+        for _ in range(200):
+            theta.grad = torch.tensor([0.5, -0.2, 1.0], dtype=torch.float64)
+            before = theta.detach().clone()
+            opt.step()
+        steps[bc] = (before - theta.detach()) / before.abs()  # relative: |θ| took different paths
+    torch.testing.assert_close(steps["outside"], steps["inside"], rtol=1e-9, atol=0)
 
 
 def test_every_base_optimizer_has_both_variants_registered():

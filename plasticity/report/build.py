@@ -40,7 +40,9 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
     curves = curves_frame(cells)
     feedback = per_layer_frame(cells, "feedback")
     diagnostics = per_layer_frame(cells, "diagnostics")
-    body = [sections.header(suite, frame, tasks), sections.variant_legend(order, styles)]
+    # The claims come first: what the suite set out to test, and what its runs say.
+    body = [sections.header(suite, frame, tasks), sections.claims_section(suite, cells),
+            sections.variant_legend(order, styles)]
     if selection is not None:
         body.append(sections.membership_note(selection))
     if not tasks:

@@ -96,6 +96,7 @@ table.data .num { text-align: right; font-variant-numeric: tabular-nums; white-s
 table.data tr.best td { font-weight: 600; }
 table.data th.num { white-space: normal; }
 table.data td:first-child { white-space: nowrap; }
+table.claims td:first-child { white-space: normal; min-width: 12em; }
 table.data .sub { color: var(--muted); font-size: 0.9em; font-weight: normal; }
 table.kv th { width: 14em; }
 .pill { display: inline-block; padding: 1px 9px; margin: 2px 6px 2px 0; border-radius: 10px; font-size: 0.88em;

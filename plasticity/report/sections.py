@@ -75,7 +75,8 @@ def header(suite: dict[str, Any], frame: pd.DataFrame, tasks: list[str]) -> Mark
         meta.insert(0, f"suite created {suite['created']}")
     if suite.get("source"):
         meta.insert(0, f"suite file {suite['source']}")
-    toc = [tag("li", tag("a", f"Task: {t}", href=f"#task-{i}")) for i, t in enumerate(tasks)]
+    toc = [tag("li", tag("a", "Claims", href="#claims"))] if suite.get("claims") else []
+    toc += [tag("li", tag("a", f"Task: {t}", href=f"#task-{i}")) for i, t in enumerate(tasks)]
     toc += [tag("li", tag("a", "Errors and incomplete cells", href="#problems")),
             tag("li", tag("a", "Provenance", href="#provenance"))]
     return join([
@@ -513,3 +514,39 @@ def membership_note(selection: Selection) -> Markup:
         return tag("p", f"Counted: the {len(selection.cells)} cells of the suite as last run, each with "
                         "the fingerprint (code, versions, parameters) the suite has now.", class_="note")
     return section("membership", "Cells counted", *parts)
+
+
+# ---- claims -------------------------------------------------------------------------------
+
+CLAIMS_NOTE = (
+    "Each verdict is computed from the runs by plasticity.verdicts, never typed in: supported when the whole "
+    "95 % Student-t interval over seeds (paired by seed for two rules) lies on the claim's side of its bound, "
+    "not supported when it lies wholly on the other side, inconclusive otherwise; with one seed there is no "
+    "interval and the seed's value decides (said beside it). A rule that ran as a grid is judged on its best "
+    "variant on the metric (named in “measured”). Update counts “interpolated” are linear between the two "
+    "evaluations around the crossing of the validation threshold; a seed that never crossed it is censored "
+    "(its count only known to exceed its last evaluation), and then the claim is decided only when every "
+    "seed lies surely on one side. Grid shares are judged by exact tests (Clopper-Pearson, one-sided Fisher at 5 %). "
+    "A claim whose cells have not finished is “inconclusive (no runs)”.")
+VERDICT_CLASS = {"supported": "complete", "not supported": "diverged", "inconclusive": "incomplete"}
+
+
+def claims_section(suite: dict[str, Any], cells: Sequence[Any]) -> Markup:
+    """The suite's claims with their verdicts, for the top of the report (nothing when it declares none)."""
+    from ..verdicts import comparison_text, judge_all
+
+    claims = [c for c in suite.get("claims") or [] if isinstance(c, dict)]
+    if not claims:
+        return Markup("")
+    rows = []
+    for v in judge_all(claims, cells):
+        c = v.claim
+        label = v.verdict + (" (no runs)" if v.basis.startswith("no runs") else "")
+        verdict = Markup(f'<span class="pill {esc(VERDICT_CLASS[v.verdict])}">{esc(label)}</span><br>'
+                         f'<span class="sub">{esc(v.basis)}</span>')
+        claim = Markup(esc(c["claim"]) + (f'<br><span class="sub">{esc(c["note"])}</span>' if c.get("note") else ""))
+        task = c["task"] + (" " + ", ".join(f"{k}={val}" for k, val in c["task_params"].items())
+                            if c.get("task_params") else "")
+        rows.append([claim, c["source"], task, comparison_text(c), v.measured, verdict])
+    headers = ["claim", "source", "task", "supported if", "measured", "verdict"]
+    return section("claims", "Claims", table(headers, rows, class_="data claims"), tag("p", CLAIMS_NOTE, class_="note"))
