@@ -8,8 +8,8 @@ from typing import Any
 
 from ..results import CellRecord, Selection, select_cells
 from . import figures, sections
-from .search import search_section
 from .html import join, page, section, tag
+from .search import search_section
 from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, write_results_csv
 
 

@@ -179,7 +179,8 @@ def _check_against(dists: dict[str, Dist], params_cls: type, fixed: dict[str, An
             continue
         if key not in known:
             choices = ", ".join([*known, *extra]) or "(none)"
-            raise ConfigError(f"{where}: {kind} '{name}' has no parameter {shown(key)}{closest(key, [*known, *extra])}; "
+            hint = closest(key, [*known, *extra])
+            raise ConfigError(f"{where}: {kind} '{name}' has no parameter {shown(key)}{hint}; "
                               f"its parameters: {choices}")
         for v in dist.values:
             make_params(params_cls, {**fixed, key: v}, f"{where}.{key} ({kind} '{name}')")
@@ -274,8 +275,8 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
         if uses_opt:
             spec = registry.get_optimizer(cell.optimizer.name)
             o_where = f"{s_where}.optimizer" if rule in space_table else f"{where}.optimizer"
-            _check_against(space.optimizer, spec.Params, cell.optimizer.params, "optimizer", cell.optimizer.name, o_where,
-                           extra=(SCHEDULE,))
+            _check_against(space.optimizer, spec.Params, cell.optimizer.params, "optimizer", cell.optimizer.name,
+                           o_where, extra=(SCHEDULE,))
             if SCHEDULE in space.optimizer:
                 for v in space.optimizer[SCHEDULE].values:
                     if space.optimizer[SCHEDULE].kind != "choice" or v not in SCHEDULES:

@@ -48,7 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import registry
-from ..claims import Claim, CellHeld, claim_cell
+from ..claims import CellHeld, Claim, claim_cell
 from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import provenance
