@@ -230,3 +230,42 @@ def test_two_processes_on_one_storage_share_the_trials(tmp_path):
         assert len({t["cell_id"] for t in trials}) == 3
     # both processes ran trials
     assert len({t["pid"] for trials in _studies(out).values() for t in trials}) == 2
+
+
+def test_the_sweep_closes_dead_trials_from_their_cell_files(tmp_path):
+    """A trial whose process died after its cell finished is closed COMPLETE with the file's value;
+    one whose cell did not finish is closed FAIL; neither is left RUNNING."""
+    import socket
+
+    import optuna
+    import torch
+
+    from plasticity.engine import evaluate  # noqa: F401  (the engine's own modules are loaded)
+    from plasticity.fingerprint import fingerprint
+    from plasticity.results import CellWriter
+    from plasticity.search.study import Context, load_study, study_keys, sweep_dead_trials, trial_cell
+
+    suite = parse_suite(suite_text())
+    ctx = Context(suite, tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", torch.device("cpu"), None, {})
+    ctx.runs_dir.mkdir(parents=True)
+    key = study_keys(suite)[0]
+    study = load_study(open_storage(ctx.storage_url), suite.search, key)
+    cells = []
+    for _ in range(2):
+        trial = study.ask()
+        trial.suggest_float("optimizer.lr", 1e-3, 1e-1, log=True)
+        cell = trial_cell(suite.name, suite.search, key, dict(trial.params))
+        trial.set_user_attr("cell_id", cell.cell_id)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", -1)  # a process that is gone
+        cells.append(cell)
+    w = CellWriter(ctx.runs_dir, cells[0].cell_id)  # the first trial's cell finished before its process died
+    w.write({"type": "header", "cell_id": cells[0].cell_id, "config": cells[0].config(),
+             "fingerprint": fingerprint(cells[0])})
+    w.write({"type": "eval", "updates": 20, "val_accuracy": 0.42, "test_accuracy": 0.99})
+    w.finish({"status": "complete", "updates": 20})
+    assert sweep_dead_trials(study, key, ctx) == 2
+    first, second = study.get_trials()
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == 0.42
+    assert second.state == optuna.trial.TrialState.FAIL
+    assert sweep_dead_trials(study, key, ctx) == 0

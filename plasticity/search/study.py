@@ -52,7 +52,7 @@ from ..claims import CellHeld, Claim, claim_cell
 from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import provenance
-from ..results import FINISHED, MalformedRun, read_cell, write_json
+from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, write_json
 from ..suite import Cell, Suite, _label
 from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
 from .space import Dist, SearchSpec, apply_params
@@ -206,34 +206,41 @@ def _trial_lock(key: StudyKey, number: int) -> str:
     return f"trial-{key.digest}-{number}"
 
 
-def _finished_value(runs_dir: Path, cell_id: str | None, spec: SearchSpec) -> tuple[float, dict] | None:
-    """The objective of a trial cell's finished (complete or diverged) file with the current fingerprint."""
-    if not cell_id:
+def _finished_value(runs_dir: Path, cell: Cell | None, spec: SearchSpec) -> tuple[float, dict] | None:
+    """The objective of a trial cell's finished (complete or diverged) file, when it has the cell's fingerprint."""
+    if cell is None:
         return None
-    path = runs_dir / f"{cell_id}.jsonl"
+    path = runs_dir / f"{cell.cell_id}.jsonl"
     try:
         rec = read_cell(path) if path.exists() else None
     except MalformedRun:
         return None
     if rec is None or rec.status not in FINISHED or not rec.evals:
         return None
+    if recorded_fingerprint(rec) != fingerprint(cell)["hash"]:
+        return None  # ran with other code: stale, run again
     return objective_value(spec.objective, rec.evals, spec.threshold), rec.final or {}
 
 
-def sweep_dead_trials(study: Any, key: StudyKey, folder: Path, runs_dir: Path, spec: SearchSpec) -> int:
+def sweep_dead_trials(study: Any, key: StudyKey, ctx: Context) -> int:
     """Close this host's RUNNING trials whose process is gone (call under the ask lock); return how many."""
     optuna = _optuna()
     host = socket.gethostname()
+    folder, runs_dir, spec = ctx.folder, ctx.runs_dir, ctx.suite.search
     closed = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host", host) != host:
-            continue
+        if t.user_attrs.get("host", host) != host or t.user_attrs.get("pid") == os.getpid():
+            continue  # another host's (its locks are not visible here), or this process's own
         try:
             claim = claim_cell(folder, _trial_lock(key, t.number))
         except CellHeld:
             continue  # alive
         try:
-            done = _finished_value(runs_dir, t.user_attrs.get("cell_id"), spec)
+            try:
+                cell = trial_cell(ctx.suite.name, spec, key, dict(t.params)) if t.user_attrs.get("cell_id") else None
+            except PlasticityError:
+                cell = None
+            done = _finished_value(runs_dir, cell, spec)
             storage, tid = study._storage, t._trial_id
             if done is not None:
                 value, final = done
@@ -279,7 +286,7 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
     states = optuna.trial.TrialState
     spec: SearchSpec = ctx.suite.search
     with _ask_lock(ctx.folder):
-        sweep_dead_trials(study, key, ctx.folder, ctx.runs_dir, spec)
+        sweep_dead_trials(study, key, ctx)
         trials = study.get_trials(deepcopy=False)
         live = sum(t.state in (states.COMPLETE, states.PRUNED, states.RUNNING) for t in trials)
         failed = sum(t.state == states.FAIL for t in trials)
@@ -311,7 +318,7 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
         study.tell(trial, state=states.FAIL)
         return "fail"
     trial.set_user_attr("cell_id", cell.cell_id)
-    done = _finished_value(ctx.runs_dir, cell.cell_id, spec)
+    done = _finished_value(ctx.runs_dir, cell, spec)
     if done is not None and (done[1].get("status") in FINISHED):
         value, final = done
         for k, v in _final_attrs(final).items():
