@@ -144,8 +144,11 @@ class Suite:
     search: Any = None
 
     def meta(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "source": str(self.path or ""),
+        meta = {"name": self.name, "description": self.description, "source": str(self.path or ""),
                 "toml": self.text, "published": self.published}
+        if self.search is not None:
+            meta["search"] = self.search.meta()
+        return meta
 
 
 def _slug(name: str) -> str:

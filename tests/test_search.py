@@ -175,6 +175,7 @@ def test_search_runs_trials_as_cells_then_the_final_stage_and_resumes_without_ne
         assert c.config["budget"]["updates"] == 40
     html = (out / "index.html").read_text()
     assert "Hyperparameter search" in html and "2 / 0 / 0" in html and "2 trials for every rule" in html
+    assert 'href="#search"' in html  # in the contents
     before = {p.name: p.stat().st_mtime_ns for p in (out / "search" / "runs").iterdir()}
     r = _run([str(suite), "--out", str(out), "--search-only"])
     assert r.returncode == 0, r.stderr

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
+
+from matplotlib.ticker import MaxNLocator
 
 from . import figures
 from .figures import PALETTE, _figure, _log_axis, _style, to_svg
@@ -65,6 +68,7 @@ def best_so_far_figure(studies: list[dict[str, Any]], spec: dict[str, Any]) -> M
             ax.step(x, [_scale(spec, v) for v in y], where="post", color=PALETTE[i % len(PALETTE)],
                     label=s["rule"], lw=1.6)
         ax.set_xlabel("trial")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("best so far: " + OBJECTIVE_TEXT.get(spec.get("objective"), "objective"))
         if spec.get("objective") == "updates_to_threshold":
             _log_axis(ax, "y", figures._count_label)
@@ -97,8 +101,15 @@ def sensitivity_figure(study: dict[str, Any], spec: dict[str, Any], color: str) 
                     ax.scatter([cats.index(str(x)) for x in xs], ys, marker=marker, s=16,
                                color=color if state == "COMPLETE" else "0.55", label=state.lower())
                     ax.set_xticks(range(len(cats)), cats)
-            if str(spaces.get(name, "")).startswith("log"):
-                _log_axis(ax, "x")
+            bounds = re.match(r"(log|uniform|int) \[(\S+), (\S+)\]", str(spaces.get(name, "")))
+            if bounds:  # the whole searched range, so that the reader sees where trials fell in it
+                low, high = float(bounds.group(2)), float(bounds.group(3))
+                if bounds.group(1) == "log":
+                    _log_axis(ax, "x")
+                    ax.set_xlim(low / 1.2, high * 1.2)
+                else:
+                    pad = (high - low) * 0.05
+                    ax.set_xlim(low - pad, high + pad)
             ax.set_xlabel(name)
         axes[0].set_ylabel(OBJECTIVE_TEXT.get(spec.get("objective"), "objective").split(" (")[0])
         return to_svg(fig)
