@@ -270,3 +270,33 @@ def test_the_sweep_closes_dead_trials_from_their_cell_files(tmp_path):
     assert first.state == optuna.trial.TrialState.COMPLETE and first.value == 0.42
     assert second.state == optuna.trial.TrialState.FAIL
     assert sweep_dead_trials(study, key, ctx) == 0
+
+
+def test_a_grid_search_visits_distinct_points_in_process(tmp_path):
+    import torch
+
+    from plasticity.search.study import run_search
+
+    text = """
+[budget]
+updates = 4
+[evaluation]
+feedback_metrics = 0
+[[tasks]]
+name = "digits"
+params = { hidden = [8] }
+[[rules]]
+name = "bp"
+[search]
+trials = 3
+budget = { updates = 3 }
+sampler = "grid"
+pruner = "none"
+[search.optimizer]
+lr = { choice = [0.01, 0.1] }
+momentum = { choice = [0.0, 0.9] }
+"""
+    summary = run_search(parse_suite(text), tmp_path, device=torch.device("cpu"), progress=False)
+    (study,) = summary["studies"]
+    points = [tuple(sorted(t["params"].items())) for t in study["trials"]]
+    assert [t["state"] for t in study["trials"]] == ["COMPLETE"] * 3 and len(set(points)) == 3

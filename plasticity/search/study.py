@@ -147,8 +147,25 @@ def _sampler(spec: SearchSpec, key: StudyKey, number: int = 0) -> Any:
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
         space = spec.spaces[key.rule].flat()
-        return optuna.samplers.GridSampler({n: d.grid_points() for n, d in space.items()}, seed=spec.seed)
+        return _GridSampler({n: d.grid_points() for n, d in space.items()}, seed=spec.seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, key.trials // 3)))
+
+
+def _grid_sampler_class() -> type:
+    optuna = _optuna()
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its `study.stop()` once the grid is visited: that call is
+        only allowed inside `study.optimize`, and here the study's trial budget ends the search."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
+
+    return GridSampler
+
+
+def _GridSampler(search_space: dict[str, list[Any]], seed: int) -> Any:  # noqa: N802  (a class, made lazily)
+    return _grid_sampler_class()(search_space, seed=seed)
 
 
 def _pruner(spec: SearchSpec, key: StudyKey) -> Any:
