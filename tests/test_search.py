@@ -133,10 +133,16 @@ def test_a_pruned_trial_file_reads_as_finished_but_never_as_a_complete_cell(tmp_
 
 # ---- end to end, through the command line ------------------------------------------------------
 
+def _interruptible() -> None:
+    """A shell's background job ignores SIGINT and its children inherit that: Ctrl-C must reach the run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", *args, "--no-progress", "--device", "cpu"],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible, **kw)
 
 
 def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
