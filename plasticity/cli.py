@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-stale", action="store_true",
                      help="keep finished cells whose fingerprint (code, versions) changed instead of rerunning "
                           "them; the report marks them stale")
+    run.add_argument("--storage", default=None, metavar="URL",
+                     help="suites with [search]: the Optuna storage (default: sqlite under <out>/search/): "
+                          "sqlite:///path, postgresql://..., mysql://... or journal:PATH (a shared file system)")
+    run.add_argument("--search-only", action="store_true",
+                     help="suites with [search]: run the search and stop before the final stage")
     _add_common(run)
 
     rep = sub.add_parser("report", help="rebuild index.html and results.csv of a suite folder from its runs")
@@ -145,8 +150,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry.load_plugins(args.plugins)
     suite = load_suite(args.suite, [Path(p).resolve() for p in args.plugins], max_cells=max_cells)
     out = args.out or Path("reports") / suite.name
-    print(f"suite {suite.name}: {len(suite.cells)} cells -> {out}", file=sys.stderr)
+    if suite.search is None and (args.storage or args.search_only):
+        raise PlasticityError(f"--storage and --search-only apply to suites with a [search] table; suite "
+                              f"{suite.name} has none")
     try:
+        if suite.search is not None:
+            from .search import final_suite, run_search
+            searched = run_search(suite, out, args.storage, resolve_device(args.device), args.jobs, args.data_dir,
+                                  progress=not args.no_progress)
+            if args.search_only:
+                print(f"search: {out / 'search' / 'search.json'}", file=sys.stderr)
+                return 0
+            suite = final_suite(suite, searched)
+        print(f"suite {suite.name}: {len(suite.cells)} cells -> {out}", file=sys.stderr)
         summary = run_suite(suite, out, args.device, args.jobs, args.data_dir, progress=not args.no_progress,
                             keep_stale=args.keep_stale)
     except KeyboardInterrupt as exc:

@@ -14,7 +14,7 @@ Line types:
    "thresholds", "provenance", "started"}
   {"type": "eval", "updates", "epoch", "examples", "train_seconds", "train_loss",
    "val_accuracy", "val_loss", "test_accuracy", "diagnostics": {...}, "feedback": {...}}
-  {"type": "final", "status": "complete" | "diverged" | "error", "updates", "examples",
+  {"type": "final", "status": "complete" | "diverged" | "error" | "pruned" (search trials), "updates", "examples",
    "train_seconds", "val_accuracy", "test_accuracy", "updates_to": {thr: n | null},
    "examples_to", "seconds_to", "message", "finished", "wall_seconds"}
 """
@@ -33,6 +33,8 @@ from .claims import Claim, claim_cell
 from .errors import PlasticityError
 
 FINISHED = ("complete", "diverged")
+#: a search trial stopped early by its pruner (plasticity.search): a finished file, never a complete cell
+STOPPED = ("pruned",)
 
 
 def _clean(value: Any) -> Any:
@@ -320,7 +322,7 @@ def _check_final(path: Path, kind: str, evals: list[dict[str, Any]], final: dict
     if final is None:
         raise MalformedRun(path, "has no final line")
     status = final["status"]
-    wanted = ("error",) if kind == "error" else FINISHED
+    wanted = ("error",) if kind == "error" else FINISHED + STOPPED
     if status not in wanted:
         raise MalformedRun(path, f"final status {printable(status)[:30]!r} does not fit the file name "
                                  f"(expected {' or '.join(wanted)})")

@@ -83,7 +83,7 @@ from .verdicts import parse_claims
 SUITES_DIR = REPO_ROOT / "suites"
 DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
-            "rules", "optimizers", "published", "claims"}
+            "rules", "optimizers", "published", "claims", "search"}
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
 #: the valid range of each budget limit (exclusive low end: a limit is positive)
 BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
@@ -153,10 +153,15 @@ class Suite:
     published: list[dict[str, Any]]
     #: validated [[claims]] (plasticity.verdicts); the report computes each verdict from the runs
     claims: list[dict[str, Any]] = field(default_factory=list)
+    #: the validated [search] table (plasticity.search.space.SearchSpec), None without one
+    search: Any = None
 
     def meta(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "source": str(self.path or ""),
+        meta = {"name": self.name, "description": self.description, "source": str(self.path or ""),
                 "toml": self.text, "published": self.published, "claims": self.claims}
+        if self.search is not None:
+            meta["search"] = self.search.meta()
+        return meta
 
 
 def _slug(name: str) -> str:
@@ -317,7 +322,26 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
     # 64 bits, control characters and deep nesting are refused wherever else they hide in the file.
     check_plain(doc, where)
-    return Suite(name, path, description, text, plugin_dirs, cells, published, claims)
+    search = _search(doc, cells, where) if "search" in doc else None
+    return Suite(name, path, description, text, plugin_dirs, cells, published, claims, search)
+
+
+def _search(doc: dict, cells: list[Cell], where: str) -> Any:
+    """The validated [search] table: each (task, rule) of the suite has one setting, the search's start."""
+    from .search.space import parse_search
+
+    if "seeds" in doc:
+        raise ConfigError(f"{where}: a suite with [search] takes its seeds from [search]: trial_seed for the "
+                          f"trials and final_seeds for the final stage; remove the top-level seeds")
+    base: dict[tuple[str, str], Cell] = {}
+    for c in cells:
+        first = base.setdefault((c.task.name, c.rule.name), c)
+        if first is not c and (first.task, first.rule, first.optimizer, first.budget) != (c.task, c.rule, c.optimizer,
+                                                                                       c.budget):
+            raise ConfigError(f"{where}: task '{c.task.name}' with rule '{c.rule.name}' has several settings (a grid, "
+                              f"several optimizers or several entries); a searched suite gives each (task, rule) "
+                              f"one starting setting and searches the rest in [search]")
+    return parse_search(doc["search"], where, base)
 
 
 def _optimizer_entries(rule_entry: dict, rule_cls: type, defaults: list[dict],

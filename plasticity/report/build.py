@@ -9,6 +9,7 @@ from typing import Any
 from ..results import CellRecord, Selection, select_cells
 from . import figures, sections
 from .html import join, page, section, tag
+from .search import search_section
 from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, write_results_csv
 
 
@@ -51,6 +52,7 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
         body.append(sections.task_section(
             i, task, frame[frame["task"] == task], curves[curves["task"] == task],
             feedback, diagnostics, order, styles, suite))
+    body.append(search_section(suite_dir))
     body.append(sections.problems_section(frame, selection.malformed if selection is not None else []))
     body.append(sections.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
     return page(f"plasticity report: {suite['name']}", join(body))

@@ -77,6 +77,8 @@ def header(suite: dict[str, Any], frame: pd.DataFrame, tasks: list[str]) -> Mark
         meta.insert(0, f"suite file {suite['source']}")
     toc = [tag("li", tag("a", "Claims", href="#claims"))] if suite.get("claims") else []
     toc += [tag("li", tag("a", f"Task: {t}", href=f"#task-{i}")) for i, t in enumerate(tasks)]
+    if suite.get("search"):
+        toc.append(tag("li", tag("a", "Hyperparameter search", href="#search")))
     toc += [tag("li", tag("a", "Errors and incomplete cells", href="#problems")),
             tag("li", tag("a", "Provenance", href="#provenance"))]
     return join([

@@ -1,0 +1,319 @@
+"""The `[search]` table of a suite: parse and validate it completely, before anything runs.
+
+    [search]
+    objective = "val_accuracy"      # final validation accuracy (default); "val_auc": the area under the
+                                    # validation curve over updates (its mean); "updates_to_threshold"
+    threshold = 0.97                # updates_to_threshold only: the validation accuracy to reach
+    trials = 20                     # trials per (task, rule), the same for every rule ...
+    trials_per_rule = { dtp = 40 }  # ... unless a suite says otherwise (the report says so)
+    budget = { epochs = 2 }         # per trial (the suite's [budget] is the final stage's)
+    sampler = "tpe"                 # tpe, random or grid (grid: every parameter a choice or int)
+    pruner = "median"               # median, halving (successive halving) or none
+    prune_after = 0.2               # share of the trial budget before a trial may be pruned
+    seed = 0                        # the sampler's seed
+    trial_seed = 0                  # the seed every trial trains with
+    final_seeds = 3                 # fresh seeds of the final stage: a count (trial_seed+1, ...) or a list
+
+    [search.optimizer]              # the optimizer space of every rule that names none below
+    lr = { log = [1e-4, 1e-1] }
+    schedule = { choice = ["constant", "cosine"] }   # the optimizer's learning-rate schedule
+
+    [search.space.dtp]              # per rule: its own parameters, and its optimizer's
+    rule = { beta = { uniform = [0.01, 1.0] }, schedule = { choice = ["alternating", "parallel"] },
+             inverse_steps = { int = [1, 3] } }
+    optimizer = { lr = { log = [1e-5, 1e-2] } }
+
+Distributions: `log = [low, high]` (0 < low < high), `uniform = [low, high]` (low < high),
+`int = [low, high]` (whole numbers, low < high), `choice = [v, ...]` (distinct values). Each
+bound and choice is checked against the parameter's own type and range (`make_params`), so a
+value the rule would refuse is refused here. Validation data drives every decision of the
+search; a trial cell records test accuracy like any cell, but nothing of the search reads it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import registry
+from ..errors import ConfigError, closest
+from ..params import as_dict, fields, make_params, shown
+
+OBJECTIVES = {"val_accuracy": "maximize", "val_auc": "maximize", "updates_to_threshold": "minimize"}
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "halving", "none")
+DISTRIBUTIONS = ("log", "uniform", "int", "choice")
+SEARCH_KEYS = {"objective", "threshold", "trials", "trials_per_rule", "budget", "sampler", "pruner", "prune_after",
+               "seed", "trial_seed", "final_seeds", "optimizer", "space"}
+SPACE_KEYS = {"rule", "optimizer"}
+SCHEDULE = "schedule"  # in an optimizer space: the learning-rate schedule, not an optimizer parameter
+MAX_TRIALS = 100_000
+DEFAULT_FINAL_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One searched parameter: its kind (log, uniform, int, choice) and bounds or choices."""
+    kind: str
+    values: tuple[Any, ...]
+
+    def grid_points(self) -> list[Any] | None:
+        """Every value a grid sampler visits (None: a continuous range has no grid)."""
+        if self.kind == "choice":
+            return list(self.values)
+        if self.kind == "int":
+            return list(range(self.values[0], self.values[1] + 1))
+        return None
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(str(v) for v in self.values)
+        low, high = self.values
+        return f"{self.kind} [{low:g}, {high:g}]"
+
+
+@dataclass
+class RuleSpace:
+    """The searched parameters of one rule: `rule.<name>` and `optimizer.<name>` (optimizer.schedule too)."""
+    rule: dict[str, Dist] = field(default_factory=dict)
+    optimizer: dict[str, Dist] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, Dist]:
+        """{"rule.beta": Dist, "optimizer.lr": Dist, ...}: the names the study records."""
+        return {**{f"rule.{k}": d for k, d in self.rule.items()},
+                **{f"optimizer.{k}": d for k, d in self.optimizer.items()}}
+
+    def grid_size(self) -> int | None:
+        points = [d.grid_points() for d in self.flat().values()]
+        return None if any(p is None for p in points) else math.prod(len(p) for p in points)
+
+
+@dataclass
+class SearchSpec:
+    """A validated `[search]` table."""
+    objective: str
+    threshold: float | None
+    trials: dict[str, int]  # per rule
+    default_trials: int
+    budget: dict[str, Any]
+    sampler: str
+    pruner: str
+    prune_after: float
+    seed: int
+    trial_seed: int
+    final_seeds: list[int]
+    spaces: dict[str, RuleSpace]  # per rule
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVES[self.objective]
+
+    @property
+    def equal_trials(self) -> bool:
+        return len(set(self.trials.values())) <= 1
+
+    def meta(self) -> dict[str, Any]:
+        """What the report and `search.json` show of the table."""
+        return {"objective": self.objective, "threshold": self.threshold, "direction": self.direction,
+                "trials": self.trials, "default_trials": self.default_trials, "equal_trials": self.equal_trials,
+                "budget": self.budget, "sampler": self.sampler, "pruner": self.pruner,
+                "prune_after": self.prune_after, "seed": self.seed, "trial_seed": self.trial_seed,
+                "final_seeds": self.final_seeds,
+                "spaces": {r: {k: d.describe() for k, d in s.flat().items()} for r, s in self.spaces.items()}}
+
+
+def _choice(value: Any, choices: tuple[str, ...], where: str, key: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        text = shown(value) if isinstance(value, str) else repr(value)
+        raise ConfigError(f"{where}: {key} {text} is not one of {', '.join(choices)}{closest(str(value), choices)}")
+    return value
+
+
+def _whole(value: Any, where: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{where}: expected a whole number in {low}..{high:,}, got {value!r}")
+    return value
+
+
+def parse_dist(spec: Any, where: str) -> Dist:
+    """`{ log = [a, b] }` and its kin, checked for shape and order (not yet against the parameter)."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where}: expected one distribution, like {{ log = [1e-4, 1e-1] }}; choose one of "
+                          f"{', '.join(DISTRIBUTIONS)}, got {spec!r}")
+    (kind, values), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}: unknown distribution {shown(str(kind))}{closest(str(kind), DISTRIBUTIONS)}; "
+                          f"choose one of {', '.join(DISTRIBUTIONS)}")
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {values!r}")
+    if kind == "choice":
+        seen = []
+        for v in values:
+            if any(v == s and type(v) is type(s) for s in seen):
+                raise ConfigError(f"{where}.choice: {v!r} is listed twice; each choice once")
+            seen.append(v)
+        return Dist(kind, tuple(values))
+    if len(values) != 2:
+        raise ConfigError(f"{where}.{kind}: expected [low, high], got {values!r}")
+    low, high = values
+    if kind == "int":
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{where}.int: bounds must be whole numbers, got {values!r}")
+    elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ConfigError(f"{where}.{kind}: bounds must be finite numbers, got {values!r}")
+    if not low < high:
+        what = "empty" if low == high else "inverted"
+        raise ConfigError(f"{where}.{kind}: the range [{low}, {high}] is {what}; give low < high")
+    if kind == "log" and low <= 0:
+        raise ConfigError(f"{where}.log: a log range must lie above 0, got [{low}, {high}]; "
+                          f"use uniform for a range through 0")
+    return Dist(kind, (low, high) if kind == "int" else (float(low), float(high)))
+
+
+def _check_against(dists: dict[str, Dist], params_cls: type, fixed: dict[str, Any], kind: str, name: str,
+                   where: str, extra: tuple[str, ...] = ()) -> None:
+    """Every searched name is a parameter of the component; every bound and choice is a value it accepts."""
+    known = fields(params_cls)
+    for key, dist in dists.items():
+        if key in extra:
+            continue
+        if key not in known:
+            choices = ", ".join([*known, *extra]) or "(none)"
+            hint = closest(key, [*known, *extra])
+            raise ConfigError(f"{where}: {kind} '{name}' has no parameter {shown(key)}{hint}; "
+                              f"its parameters: {choices}")
+        for v in dist.values:
+            make_params(params_cls, {**fixed, key: v}, f"{where}.{key} ({kind} '{name}')")
+
+
+def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any]) -> SearchSpec:
+    """Validate `[search]` against the suite's (task, rule) base cells (one setting each)."""
+    from ..suite import BUDGET_KEYS, NO_OPTIMIZER, SCHEDULES, _budget, _check_keys, _seeds
+
+    where = f"{where}: [search]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _check_keys(table, SEARCH_KEYS, where)
+    objective = _choice(table.get("objective", "val_accuracy"), tuple(OBJECTIVES), where, "objective")
+    threshold = table.get("threshold")
+    if objective == "updates_to_threshold":
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+            raise ConfigError(f"{where}: objective updates_to_threshold needs threshold, a validation accuracy "
+                              f"strictly between 0 and 1 (e.g. 0.97), got {threshold!r}")
+        threshold = float(threshold)
+    elif threshold is not None:
+        raise ConfigError(f"{where}: threshold is read only by objective updates_to_threshold (objective is "
+                          f"{objective})")
+    trials = _whole(table.get("trials", 20), f"{where}: trials", 1, MAX_TRIALS)
+    sampler = _choice(table.get("sampler", "tpe"), SAMPLERS, where, "sampler")
+    pruner = _choice(table.get("pruner", "median"), PRUNERS, where, "pruner")
+    prune_after = table.get("prune_after", 0.2)
+    if not isinstance(prune_after, (int, float)) or isinstance(prune_after, bool) or not 0 <= prune_after < 1:
+        raise ConfigError(f"{where}: prune_after must be a share of the trial budget in [0, 1), got {prune_after!r}")
+    seed = _whole(table.get("seed", 0), f"{where}: seed", 0, 2**32 - 1)
+    trial_seed = _whole(table.get("trial_seed", 0), f"{where}: trial_seed", 0, 2**32 - 2)
+    if "budget" not in table:
+        raise ConfigError(f"{where}: budget is required: the per-trial budget, e.g. budget = {{ epochs = 2 }} "
+                          f"(the suite's [budget] is the final stage's)")
+    budget = _budget(table["budget"], f"{where}.budget")
+    budget = {k: budget.get(k) for k in BUDGET_KEYS}
+    raw_final = table.get("final_seeds", DEFAULT_FINAL_SEEDS)
+    final = _seeds(raw_final, f"{where}.final_seeds")
+    final_seeds = [trial_seed + 1 + s for s in final] if isinstance(raw_final, int) else list(final)
+    if trial_seed in final_seeds:
+        raise ConfigError(f"{where}: final_seeds holds trial_seed {trial_seed}: the final stage runs on fresh seeds")
+
+    rules = {}
+    for (task, rule), cell in base_cells.items():
+        rules.setdefault(rule, cell)
+    per_rule = table.get("trials_per_rule", {})
+    if not isinstance(per_rule, dict):
+        raise ConfigError(f"{where}: trials_per_rule must be a table like {{ dtp = 40 }}")
+    trial_counts = {r: trials for r in rules}
+    for name, n in per_rule.items():
+        rule = registry.canonical("rule", name)
+        if rule not in rules:
+            raise ConfigError(f"{where}: trials_per_rule: rule {shown(name)} is not in the suite's rules: "
+                              f"{', '.join(rules)}{closest(name, list(rules))}")
+        trial_counts[rule] = _whole(n, f"{where}: trials_per_rule.{name}", 1, MAX_TRIALS)
+
+    shared_opt = table.get("optimizer", {})
+    if not isinstance(shared_opt, dict):
+        raise ConfigError(f"{where}.optimizer: expected a table of parameter distributions")
+    shared = {k: parse_dist(v, f"{where}.optimizer.{k}") for k, v in shared_opt.items()}
+    space_table = table.get("space", {})
+    if not isinstance(space_table, dict):
+        raise ConfigError(f"{where}.space: expected tables [search.space.<rule>]")
+    spaces: dict[str, RuleSpace] = {}
+    for name, entry in space_table.items():
+        s_where = f"{where}.space.{name}"
+        rule = registry.canonical("rule", name)
+        if rule not in rules:
+            raise ConfigError(f"{s_where}: rule {shown(name)} is not in the suite's rules: "
+                              f"{', '.join(rules)}{closest(name, list(rules))}")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{s_where}: expected a table with rule = {{...}} and/or optimizer = {{...}}")
+        _check_keys(entry, SPACE_KEYS, s_where)
+        for key in SPACE_KEYS:
+            if not isinstance(entry.get(key, {}), dict):
+                raise ConfigError(f"{s_where}.{key}: expected a table of parameter distributions")
+        spaces[rule] = RuleSpace(
+            {k: parse_dist(v, f"{s_where}.rule.{k}") for k, v in entry.get("rule", {}).items()},
+            {k: parse_dist(v, f"{s_where}.optimizer.{k}") for k, v in entry.get("optimizer", {}).items()})
+
+    for rule, cell in rules.items():
+        space = spaces.setdefault(rule, RuleSpace())
+        rule_cls = registry.get_rule(rule)
+        uses_opt = cell.optimizer.name != NO_OPTIMIZER
+        if space.optimizer and not uses_opt:
+            raise ConfigError(f"{where}.space.{rule}.optimizer: rule '{rule}' computes its weights itself and "
+                              f"takes no optimizer")
+        if not space.optimizer and uses_opt:
+            space.optimizer = dict(shared)
+        s_where = f"{where}.space.{rule}"
+        _check_against(space.rule, rule_cls.Params, cell.rule.params, "rule", rule, f"{s_where}.rule")
+        if uses_opt:
+            spec = registry.get_optimizer(cell.optimizer.name)
+            o_where = f"{s_where}.optimizer" if rule in space_table else f"{where}.optimizer"
+            _check_against(space.optimizer, spec.Params, cell.optimizer.params, "optimizer", cell.optimizer.name,
+                           o_where, extra=(SCHEDULE,))
+            if SCHEDULE in space.optimizer:
+                for v in space.optimizer[SCHEDULE].values:
+                    if space.optimizer[SCHEDULE].kind != "choice" or v not in SCHEDULES:
+                        raise ConfigError(f"{o_where}.schedule: give {{ choice = [...] }} of "
+                                          f"{', '.join(SCHEDULES)}, got {v!r}")
+        if not space.flat():
+            raise ConfigError(f"{where}: rule '{rule}' has no searched parameter: give [search.space.{rule}] or a "
+                              f"shared [search.optimizer] space")
+        if sampler == "grid":
+            size = space.grid_size()
+            if size is None:
+                raise ConfigError(f"{s_where}: the grid sampler needs every parameter as choice or int (a "
+                                  f"continuous range has no grid); use tpe or random")
+            if trial_counts[rule] > size:
+                raise ConfigError(f"{where}: {trial_counts[rule]} trials for rule '{rule}', but its grid has only "
+                                  f"{size} points; lower trials to at most {size}")
+    return SearchSpec(objective, threshold, trial_counts, trials, budget, sampler, pruner, float(prune_after), seed,
+                      trial_seed, final_seeds, spaces)
+
+
+def apply_params(cell: Any, values: dict[str, Any], where: str = "trial") -> tuple[Any, Any]:
+    """The rule and optimizer Components of `cell` with the sampled `values` ("rule.x", "optimizer.y") set.
+
+    Values pass through the component's `Params` so a trial's configuration (and so its cell id)
+    is exactly what the same values written in a suite file would give.
+    """
+    from ..suite import Component
+
+    rule_vals = {k[5:]: v for k, v in values.items() if k.startswith("rule.")}
+    opt_vals = {k[10:]: v for k, v in values.items() if k.startswith("optimizer.")}
+    schedule = opt_vals.pop(SCHEDULE, cell.optimizer.schedule)
+    rule_cls = registry.get_rule(cell.rule.name)
+    rule = Component(cell.rule.name, as_dict(make_params(rule_cls.Params, {**cell.rule.params, **rule_vals}, where)))
+    optimizer = cell.optimizer
+    if opt_vals or schedule != cell.optimizer.schedule:
+        spec = registry.get_optimizer(cell.optimizer.name)
+        optimizer = Component(cell.optimizer.name,
+                              as_dict(make_params(spec.Params, {**cell.optimizer.params, **opt_vals}, where)),
+                              schedule)
+    return rule, optimizer

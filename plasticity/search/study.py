@@ -1,0 +1,571 @@
+"""Run a suite's `[search]`: one Optuna study per (task, rule), trials as cells, resumable and parallel.
+
+Storage: an SQLite file `<out>/search/study.db` by default (a real database, nothing to start);
+`--storage URL` for a shared one: any SQLAlchemy URL Optuna's RDBStorage takes (postgresql://,
+mysql://, sqlite:///path) or `journal:PATH`, Optuna's journal file for a shared file system.
+The storage is opened (and so checked) before any trial runs.
+
+Each study's name carries a digest of everything that decides its trials (the search table for
+the rule, the starting cell's configuration, the code and versions of its fingerprint): a changed
+search, rule or engine starts a fresh study, as a changed cell reruns; an unchanged one resumes.
+
+Trial budget and concurrency. A process asks for a trial under the search's ask lock
+(`<out>/search/ask.lock`, a claim of claims.py): it counts the study's trials that are complete,
+pruned or running, asks only while that count is below the study's trials, samples the
+parameters, and takes the trial's own claim (`trial-<digest>-<number>.lock`) before it lets the
+lock go. So processes sharing the storage and the reports folder (`--jobs N` here, or several
+commands) never exceed the budget and never run one trial twice.
+
+Crashes. A trial's process holds its trial claim until it has told the study the outcome; the
+kernel drops the claim when the process dies, even by SIGKILL. Optuna leaves such a trial
+RUNNING forever, so under the ask lock a process sweeps the RUNNING trials of its own host: one
+whose claim it can take is dead, and is closed as COMPLETE from its cell's finished file when
+the cell finished (killed between the file's final line and the study's tell), else as FAIL.
+A FAIL does not count against the budget: another trial takes its place. This was chosen over
+Optuna's heartbeat (RetryFailedTrialCallback) because a lock says at once and exactly whether
+a holder lives, where a heartbeat needs a grace period and a thread per trial and is not offered
+by every storage. RUNNING trials of other hosts (a shared database without a shared reports
+folder) are left to their host's next run.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import registry
+from ..claims import CellHeld, Claim, claim_cell
+from ..errors import ConfigError, PlasticityError
+from ..fingerprint import fingerprint
+from ..provenance import provenance
+from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, write_json
+from ..suite import Cell, Suite, _label
+from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
+from .space import Dist, SearchSpec, apply_params
+
+SEARCH_DIR = "search"
+ASK_LOCK = "ask"
+ASK_POLL_SECONDS = 0.05
+FAIL_LIMIT_MIN = 5  # a study stops after max(this, trials) failed trials: a bug, not bad luck
+POLL_SECONDS = 2.0
+
+
+def _optuna():
+    import optuna
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna
+
+
+def search_dir(out: Path) -> Path:
+    return Path(out) / SEARCH_DIR
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(search_dir(out) / 'study.db').resolve()}"
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for `url`, connected now: a URL that cannot be reached is a ConfigError."""
+    optuna = _optuna()
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+            path = Path(url[len("journal:"):])
+            if not path.parent.is_dir():
+                raise FileNotFoundError(f"folder {path.parent} does not exist")
+            return JournalStorage(JournalFileBackend(str(path)))
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs = {"connect_args": {"timeout": 120}}  # several processes write one file
+        elif url.startswith(("postgresql", "mysql")):
+            kwargs = {"connect_args": {"connect_timeout": 15}}
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage.get_all_studies()  # a first query: the server answers, the tables exist
+        return storage
+    except Exception as exc:  # noqa: BLE001  any driver's failure to connect is the same error to the user
+        detail = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"--storage {url}: cannot be reached ({type(exc).__name__}: {detail}); give an "
+                          f"SQLAlchemy URL (sqlite:///path, postgresql://..., mysql://...) or journal:PATH "
+                          f"in an existing folder") from None
+
+
+@dataclass
+class StudyKey:
+    """One (task, rule) study: its starting cell, trial count and Optuna name."""
+    task: str
+    rule: str
+    base: Cell
+    trials: int
+    name: str
+    digest: str
+
+
+def study_keys(suite: Suite) -> list[StudyKey]:
+    """The suite's studies, in its order of tasks and rules."""
+    spec: SearchSpec = suite.search
+    keys, seen = [], set()
+    for cell in suite.cells:
+        pair = (cell.task.name, cell.rule.name)
+        if pair in seen:
+            continue
+        seen.add(pair)
+        trial_cell = Cell(suite.name, cell.task, cell.rule, cell.optimizer, spec.trial_seed, spec.budget,
+                          cell.evaluation, cell.dtype)
+        fp = fingerprint(trial_cell)
+        decided = {"space": spec.meta()["spaces"].get(cell.rule.name), "objective": spec.objective,
+                   "threshold": spec.threshold, "budget": spec.budget, "sampler": spec.sampler,
+                   "pruner": spec.pruner, "prune_after": spec.prune_after, "seed": spec.seed,
+                   "trial_seed": spec.trial_seed, "trials": spec.trials[cell.rule.name],
+                   "config": trial_cell.config() | {"suite": None},
+                   "code": {k: v for k, v in fp["parts"].items() if k != "config"}}
+        digest = hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        keys.append(StudyKey(cell.task.name, cell.rule.name, cell, spec.trials[cell.rule.name],
+                             f"{suite.name}/{cell.task.name}/{cell.rule.name}/{digest}", digest))
+    return keys
+
+
+def _sampler(spec: SearchSpec, key: StudyKey, number: int = 0) -> Any:
+    """The study's sampler; tpe and random are seeded per trial (seed + trial number), so that processes
+    sharing a study draw different configurations and one process's draws do not depend on the others'."""
+    optuna = _optuna()
+    seed = (spec.seed + number) % 2**32
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        space = spec.spaces[key.rule].flat()
+        return _GridSampler({n: d.grid_points() for n, d in space.items()}, seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, key.trials // 3)))
+
+
+def _grid_sampler_class() -> type:
+    optuna = _optuna()
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its `study.stop()` once the grid is visited: that call is
+        only allowed inside `study.optimize`, and here the study's trial budget ends the search."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            pass
+
+    return GridSampler
+
+
+def _GridSampler(search_space: dict[str, list[Any]], seed: int) -> Any:  # noqa: N802  (a class, made lazily)
+    return _grid_sampler_class()(search_space, seed=seed)
+
+
+def _pruner(spec: SearchSpec, key: StudyKey) -> Any:
+    optuna = _optuna()
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, key.trials // 4)))
+    if spec.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def load_study(storage: Any, spec: SearchSpec, key: StudyKey) -> Any:
+    return _optuna().create_study(storage=storage, study_name=key.name, direction=spec.direction,
+                                  sampler=_sampler(spec, key), pruner=_pruner(spec, key), load_if_exists=True)
+
+
+def _suggest(trial: Any, name: str, dist: Dist) -> Any:
+    if dist.kind == "log":
+        return trial.suggest_float(name, *dist.values, log=True)
+    if dist.kind == "uniform":
+        return trial.suggest_float(name, *dist.values)
+    if dist.kind == "int":
+        return trial.suggest_int(name, *dist.values)
+    return trial.suggest_categorical(name, list(dist.values))
+
+
+def trial_cell(suite_name: str, spec: SearchSpec, key: StudyKey, params: dict[str, Any]) -> Cell:
+    """The cell a trial trains: the starting cell with `params` set, the trial budget and seed."""
+    rule, optimizer = apply_params(key.base, params, f"trial of rule '{key.rule}'")
+    cell = Cell(suite_name, key.base.task, rule, optimizer, spec.trial_seed, spec.budget, key.base.evaluation,
+                key.base.dtype)
+    shown = ", ".join(f"{n.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{n.split('.', 1)[1]}={v}"
+                      for n, v in params.items())
+    cell.labels = {"variant": f"{key.rule} trial ({shown})", "rule": key.rule, "optimizer": optimizer.name,
+                   "grid": {}}
+    return cell
+
+
+@contextlib.contextmanager
+def _ask_lock(folder: Path) -> Iterator[None]:
+    """The search-wide lock around counting, asking and claiming (waits for it)."""
+    while True:
+        try:
+            claim = claim_cell(folder, ASK_LOCK)
+            break
+        except CellHeld:
+            time.sleep(ASK_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        claim.release()
+
+
+def _trial_lock(key: StudyKey, number: int) -> str:
+    return f"trial-{key.digest}-{number}"
+
+
+def _finished_value(runs_dir: Path, cell: Cell | None, spec: SearchSpec) -> tuple[float, dict] | None:
+    """The objective of a trial cell's finished (complete or diverged) file, when it has the cell's fingerprint."""
+    if cell is None:
+        return None
+    path = runs_dir / f"{cell.cell_id}.jsonl"
+    try:
+        rec = read_cell(path) if path.exists() else None
+    except MalformedRun:
+        return None
+    if rec is None or rec.status not in FINISHED or not rec.evals:
+        return None
+    if recorded_fingerprint(rec) != fingerprint(cell)["hash"]:
+        return None  # ran with other code: stale, run again
+    return objective_value(spec.objective, rec.evals, spec.threshold), rec.final or {}
+
+
+def sweep_dead_trials(study: Any, key: StudyKey, ctx: Context) -> int:
+    """Close this host's RUNNING trials whose process is gone (call under the ask lock); return how many."""
+    optuna = _optuna()
+    host = socket.gethostname()
+    folder, runs_dir, spec = ctx.folder, ctx.runs_dir, ctx.suite.search
+    closed = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("host", host) != host or t.user_attrs.get("pid") == os.getpid():
+            continue  # another host's (its locks are not visible here), or this process's own
+        try:
+            claim = claim_cell(folder, _trial_lock(key, t.number))
+        except CellHeld:
+            continue  # alive
+        try:
+            try:
+                cell = trial_cell(ctx.suite.name, spec, key, dict(t.params)) if t.user_attrs.get("cell_id") else None
+            except PlasticityError:
+                cell = None
+            done = _finished_value(runs_dir, cell, spec)
+            storage, tid = study._storage, t._trial_id
+            if done is not None:
+                value, final = done
+                for k, v in _final_attrs(final).items():
+                    storage.set_trial_user_attr(tid, k, v)
+                storage.set_trial_user_attr(tid, "recovered", True)
+                study.tell(t.number, value, skip_if_finished=True)
+            else:
+                storage.set_trial_user_attr(tid, "message", "cut short (its process ended without a result)")
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            closed += 1
+        finally:
+            claim.release()
+    return closed
+
+
+def _final_attrs(final: dict[str, Any]) -> dict[str, Any]:
+    return {"status": final.get("status"), "updates": final.get("updates"),
+            "train_seconds": final.get("train_seconds"), "wall_seconds": final.get("wall_seconds")}
+
+
+@dataclass
+class Context:
+    suite: Suite
+    out: Path
+    storage_url: str
+    device: torch.device
+    data_dir: Path | None
+    prov: dict[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return search_dir(self.out)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.folder / "runs"
+
+
+def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | None:
+    """Under the ask lock: sweep, count, ask and sample, claim; None when the study's budget is spent."""
+    optuna = _optuna()
+    states = optuna.trial.TrialState
+    spec: SearchSpec = ctx.suite.search
+    with _ask_lock(ctx.folder):
+        sweep_dead_trials(study, key, ctx)
+        trials = study.get_trials(deepcopy=False)
+        live = sum(t.state in (states.COMPLETE, states.PRUNED, states.RUNNING) for t in trials)
+        failed = sum(t.state == states.FAIL for t in trials)
+        if live >= key.trials:
+            return None
+        if failed >= max(FAIL_LIMIT_MIN, key.trials):
+            raise PlasticityError(f"search {key.name}: {failed} trials failed; see the .part and error files in "
+                                  f"{ctx.runs_dir} and the trials' messages in the study")
+        trial = study.ask()
+        if spec.sampler != "grid":  # the grid sampler picks its point in ask(), among the unvisited ones
+            study.sampler = _sampler(spec, key, trial.number)
+        for name, dist in spec.spaces[key.rule].flat().items():
+            _suggest(trial, name, dist)
+        claim = claim_cell(ctx.folder, _trial_lock(key, trial.number))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        return trial, claim
+
+
+def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
+    """Train one trial's cell (or read it when already finished) and tell the study; return the state."""
+    optuna = _optuna()
+    states = optuna.trial.TrialState
+    spec: SearchSpec = ctx.suite.search
+    try:
+        cell = trial_cell(ctx.suite.name, spec, key, dict(trial.params))
+    except PlasticityError as exc:  # a sampled combination the rule refuses (e.g. nesterov without momentum)
+        trial.set_user_attr("message", str(exc))
+        study.tell(trial, state=states.FAIL)
+        return "fail"
+    trial.set_user_attr("cell_id", cell.cell_id)
+    done = _finished_value(ctx.runs_dir, cell, spec)
+    if done is not None and (done[1].get("status") in FINISHED):
+        value, final = done
+        for k, v in _final_attrs(final).items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("reused", True)  # the same configuration ran before: no new compute
+        study.tell(trial, value)
+        return "complete"
+
+    def on_eval(evals: list[dict[str, Any]]) -> None:
+        line = evals[-1]
+        if line["updates"] == 0 or budget_share(line, spec.budget) < spec.prune_after:
+            return
+        trial.report(objective_value(spec.objective, evals, spec.threshold), step=int(line["updates"]))
+        if trial.should_prune():
+            raise Pruned(int(line["updates"]))
+
+    seen: list[list[dict[str, Any]]] = []
+
+    def record(evals: list[dict[str, Any]]) -> None:
+        if not seen:
+            seen.append(evals)
+        on_eval(evals)
+
+    try:
+        final = run_trial_cell(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, record)
+    except CellHeld as held:
+        trial.set_user_attr("message", str(held))
+        study.tell(trial, state=states.FAIL)
+        return "fail"
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM or an error: the trial is cut short, told FAIL; its .part file stays unfinished
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("message", f"{type(exc).__name__}: {exc}"[:500])
+            study.tell(trial, state=states.FAIL)
+        if isinstance(exc, Exception) and not isinstance(exc, PlasticityError):
+            return "fail"
+        raise
+    for k, v in _final_attrs(final).items():
+        trial.set_user_attr(k, v)
+    if final["status"] == PRUNED:
+        study.tell(trial, state=states.PRUNED)
+        return "pruned"
+    study.tell(trial, objective_value(spec.objective, seen[0], spec.threshold))
+    return "complete"
+
+
+def _worker(ctx: Context, on_trial: Callable[[], None] | None = None) -> None:
+    """Run trials of every study until each has its budget (shared with every other process)."""
+    storage = open_storage(ctx.storage_url)
+    for key in study_keys(ctx.suite):
+        study = load_study(storage, ctx.suite.search, key)
+        while True:
+            nxt = _next_trial(study, key, ctx)
+            if nxt is None:
+                break
+            trial, claim = nxt
+            try:
+                _run_trial(study, trial, key, ctx)
+            finally:
+                claim.release()
+            if on_trial is not None:
+                on_trial()
+
+
+def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pid: int) -> None:
+    from ..runner import _die_with_parent, signals_as_interrupt
+    _die_with_parent(parent_pid)
+    torch.set_num_threads(threads)
+    registry.load_plugins(plugin_dirs)
+    try:
+        with signals_as_interrupt():
+            _worker(ctx)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _done_count(storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> int:
+    optuna = _optuna()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    total = 0
+    for key in keys:
+        study = load_study(storage, spec, key)
+        total += min(key.trials, len(study.get_trials(deepcopy=False, states=states)))
+    return total
+
+
+def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: torch.device | None = None,
+               jobs: int = 1, data_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) every study of the suite's search with `jobs` processes; write and return `search.json`."""
+    from ..runner import signals_as_interrupt
+
+    out = Path(out)
+    if storage_url:
+        storage = open_storage(storage_url)  # checked before anything runs or is written
+    search_dir(out).mkdir(parents=True, exist_ok=True)
+    url = storage_url or default_storage(out)
+    if not storage_url:
+        storage = open_storage(url)
+    dev = device or torch.device("cpu")
+    keys = study_keys(suite)
+    total = sum(k.trials for k in keys)
+    ctx = Context(suite, out, url, dev, data_dir, provenance(dev, ",".join(sorted({k.base.dtype for k in keys}))))
+    bar = tqdm(total=total, initial=_done_count(storage, suite.search, keys), desc=f"search {suite.name}",
+               unit="trial", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        with signals_as_interrupt():
+            if jobs <= 1:
+                _worker(ctx, lambda: _sync_bar(bar, storage, suite.search, keys))
+            else:
+                _run_processes(ctx, jobs, bar, storage, keys)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - started
+    summary = export(storage, suite, keys, out, wall, jobs)
+    return summary
+
+
+def _sync_bar(bar: tqdm, storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> None:
+    bar.n = _done_count(storage, spec, keys)
+    bar.refresh()
+
+
+def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[StudyKey]) -> None:
+    mp_ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    procs = [mp_ctx.Process(target=_process_main, args=(ctx, list(ctx.suite.plugins), threads, os.getpid()),
+                            name=f"plasticity-search-{i}") for i in range(jobs)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=POLL_SECONDS / len(procs))
+            _sync_bar(bar, storage, ctx.suite.search, keys)
+    except BaseException:
+        for p in procs:
+            p.terminate()  # SIGTERM: each tells its trial FAIL and exits
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise PlasticityError(f"{len(bad)} search process{'es' if len(bad) > 1 else ''} ended with exit code "
+                              f"{bad[0]}; finished trials are kept: run the same command again to resume")
+
+
+# ---- export and the final stage ----------------------------------------------------------------
+
+def _importances(study: Any) -> dict[str, float] | None:
+    """fANOVA importance of each parameter (None below three complete trials or when it cannot be fitted)."""
+    optuna = _optuna()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 3:
+        return None
+    try:
+        return dict(optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def export(storage: Any, suite: Suite, keys: list[StudyKey], out: Path, wall_seconds: float | None = None,
+           jobs: int = 1) -> dict[str, Any]:
+    """Write `<out>/search/search.json`: the search table, and per study its trials, best and importances."""
+    studies = []
+    for key in keys:
+        study = load_study(storage, suite.search, key)
+        trials = []
+        for t in study.get_trials(deepcopy=False):
+            trials.append({
+                "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                "cell_id": t.user_attrs.get("cell_id"), "status": t.user_attrs.get("status"),
+                "updates": t.user_attrs.get("updates"), "train_seconds": t.user_attrs.get("train_seconds"),
+                "reused": bool(t.user_attrs.get("reused")), "message": t.user_attrs.get("message"),
+                "host": t.user_attrs.get("host"), "pid": t.user_attrs.get("pid"),
+                "started": t.datetime_start.isoformat() if t.datetime_start else None,
+                "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
+                "duration": t.duration.total_seconds() if t.duration else None})
+        try:
+            best = study.best_trial
+            best_entry = {"number": best.number, "value": best.value, "params": best.params}
+        except ValueError:
+            best_entry = None
+        studies.append({"task": key.task, "rule": key.rule, "study": key.name, "trials_planned": key.trials,
+                        "base": key.base.config(), "best": best_entry, "importance": _importances(study),
+                        "trials": trials})
+    summary = {"spec": suite.search.meta(), "storage": _redacted(out, key_url(storage)), "studies": studies,
+               "last_wall_seconds": wall_seconds, "last_jobs": jobs,
+               "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(search_dir(out) / "search.json", summary)
+    return summary
+
+
+def key_url(storage: Any) -> str:
+    engine = getattr(storage, "engine", None)
+    return str(engine.url) if engine is not None else type(storage).__name__
+
+
+def _redacted(out: Path, url: str) -> str:
+    """The storage as the report shows it: no password."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password:
+        url = url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+def final_suite(suite: Suite, summary: dict[str, Any]) -> Suite:
+    """The final stage: each (task, rule)'s best configuration on `final_seeds` with the final budget."""
+    spec: SearchSpec = suite.search
+    best = {(s["task"], s["rule"]): s["best"] for s in summary["studies"]}
+    cells, missing = [], []
+    for key in study_keys(suite):
+        entry = best.get((key.task, key.rule))
+        if not entry:
+            missing.append(f"{key.task}/{key.rule}")
+            continue
+        rule, optimizer = apply_params(key.base, entry["params"], f"best trial of rule '{key.rule}'")
+        for seed in spec.final_seeds:
+            cells.append(Cell(suite.name, key.base.task, rule, optimizer, seed, key.base.budget,
+                              key.base.evaluation, key.base.dtype))
+    if missing:
+        print(f"plasticity: warning: no trial completed for {', '.join(missing)}: left out of the final stage",
+              file=sys.stderr)
+    _label(cells)
+    return Suite(suite.name, suite.path, suite.description, suite.text, suite.plugins, cells, suite.published,
+                 suite.search)

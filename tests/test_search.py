@@ -1,0 +1,308 @@
+"""The suite's [search]: validation, the objective, trials as cells, resume after a kill, shared storage, report."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plasticity.errors import ConfigError
+from plasticity.registry import REPO_ROOT
+from plasticity.results import needs_run, read_cell
+from plasticity.search.objective import UNREACHED_PENALTY, objective_value
+from plasticity.search.study import open_storage
+from plasticity.suite import parse_suite
+
+BASE = """
+name = "s"
+[budget]
+updates = 40
+[evaluation]
+per_decade = 5
+feedback_metrics = 0
+[[tasks]]
+name = "digits"
+params = {{ hidden = [16], batch_size = 64 }}
+[[rules]]
+name = "bp"
+[[rules]]
+name = "fa"
+[search]
+trials = {trials}
+budget = {{ updates = {updates} }}
+final_seeds = 2
+sampler = "random"
+{extra}
+[search.optimizer]
+lr = {{ log = [1e-3, 1e-1] }}
+[search.space.fa]
+rule = {{ feedback_scale = {{ log = [0.1, 3.0] }} }}
+optimizer = {{ lr = {{ log = [1e-3, 1e-1] }}, schedule = {{ choice = ["constant", "cosine"] }} }}
+"""
+
+
+def suite_text(trials: int = 3, updates: int = 20, extra: str = "") -> str:
+    return BASE.format(trials=trials, updates=updates, extra=extra)
+
+
+def test_search_table_is_parsed_with_equal_trials_and_fresh_final_seeds():
+    spec = parse_suite(suite_text(trials=5)).search
+    assert spec.trials == {"bp": 5, "fa": 5} and spec.equal_trials
+    assert spec.final_seeds == [1, 2] and spec.trial_seed == 0
+    assert set(spec.spaces["bp"].flat()) == {"optimizer.lr"}
+    assert set(spec.spaces["fa"].flat()) == {"rule.feedback_scale", "optimizer.lr", "optimizer.schedule"}
+    uneven = parse_suite(suite_text(extra="trials_per_rule = { fa = 7 }")).search
+    assert uneven.trials == {"bp": 3, "fa": 7} and not uneven.equal_trials
+
+
+@pytest.mark.parametrize("change, message", [
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { log = [1e-2, 1e-2] }"), r"\[search\]\.optimizer\.lr\.log: the range \[0\.01, 0\.01\] is empty"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { uniform = [0.5, 0.1] }"), r"optimizer\.lr\.uniform: the range \[0\.5, 0\.1\] is inverted"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { log = [0, 0.1] }"), r"optimizer\.lr\.log: a log range must lie above 0"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { log = [-1, 0.1] }"), r"a log range must lie above 0"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { loguniform = [1e-3, 0.1] }"), r"unknown distribution 'loguniform'.*choose one of log, uniform, int, choice"),
+    (("lr = { log = [1e-3, 1e-1] }", "lrate = { log = [1e-3, 0.1] }"), r"\[search\]\.optimizer: optimizer 'sgd' has no parameter 'lrate' \(did you mean 'lr'\?\).*its parameters: lr, momentum"),
+    (("feedback_scale = {", "beta = {"), r"space\.fa\.rule: rule 'fa' has no parameter 'beta'.*its parameters: loss, feedback_scale"),
+    (("[search.space.fa]", "[search.space.dtp]"), r"\[search\]\.space\.dtp: rule 'dtp' is not in the suite's rules: bp, fa"),
+    (("trials = 3", "trials = 3\nsampler2 = 1"), r"\[search\]: unknown key 'sampler2'"),
+    (('sampler = "random"', 'sampler = "bayes"'), r"\[search\]: sampler 'bayes' is not one of tpe, random, grid"),
+    (('sampler = "random"', 'sampler = "random"\npruner = "hyperband"'), r"pruner 'hyperband' is not one of median, halving, none"),
+    (('sampler = "random"', 'sampler = "random"\nobjective = "test_accuracy"'), r"objective 'test_accuracy' is not one of val_accuracy, val_auc, updates_to_threshold"),
+    (('sampler = "random"', 'sampler = "random"\nobjective = "updates_to_threshold"'), r"needs threshold"),
+    (('sampler = "random"', 'sampler = "grid"'), r"the grid sampler needs every parameter as choice or int"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { log = [1e-3, 1e-1] }\nmomentum = { uniform = [-0.5, 0.5] }"), r"optimizer\.momentum.*momentum must be non-negative, got -0\.5"),
+    (("budget = { updates = 20 }", ""), r"budget is required"),
+    (("final_seeds = 2", "final_seeds = [0, 5]"), r"final_seeds holds trial_seed 0"),
+    (("name = \"s\"", "name = \"s\"\nseeds = 3"), r"takes its seeds from \[search\]"),
+])
+def test_bad_search_tables_are_refused_naming_the_key(change, message):
+    text = suite_text()
+    assert change[0] in text
+    with pytest.raises(ConfigError, match=message):
+        parse_suite(text.replace(change[0], change[1], 1), Path("bad.toml"))
+
+
+def test_a_grid_of_a_searched_rule_is_refused():
+    text = suite_text().replace('name = "fa"', 'name = "fa"\ngrid = { loss = ["ce", "mse"] }')
+    with pytest.raises(ConfigError, match=r"rule 'fa' has several settings"):
+        parse_suite(text)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("sqlite:////nonexistent-folder/x/study.db", "cannot be reached"),
+    ("nosuchdb://host/db", "cannot be reached"),
+    ("journal:/nonexistent-folder/x/journal.log", "does not exist"),
+])
+def test_an_unreachable_storage_is_a_clear_error(url, message):
+    with pytest.raises(ConfigError, match=rf"--storage {url.split(':')[0]}.*{message}"):
+        open_storage(url)
+
+
+def _evals(val, test, ups):
+    return [{"updates": u, "val_accuracy": v, "test_accuracy": t} for u, v, t in zip(ups, val, test)]
+
+
+def test_objectives_read_validation_only():
+    ups = [0, 10, 30]
+    a = _evals([0.1, 0.5, 0.9], [0.1, 0.2, 0.3], ups)
+    b = _evals([0.1, 0.5, 0.9], [0.9, 0.9, 0.99], ups)
+    for objective in ("val_accuracy", "val_auc", "updates_to_threshold"):
+        assert objective_value(objective, a, 0.8) == objective_value(objective, b, 0.8)
+    assert objective_value("val_accuracy", a) == 0.9
+    # trapezoids: 10 * 0.3 + 20 * 0.7 = 17 over 30 updates
+    assert objective_value("val_auc", a) == pytest.approx(17 / 30)
+    assert objective_value("updates_to_threshold", a, 0.5) == 10
+    assert objective_value("updates_to_threshold", a, 0.95) == UNREACHED_PENALTY * 30
+
+
+def test_a_pruned_trial_file_reads_as_finished_but_never_as_a_complete_cell(tmp_path):
+    from plasticity.results import CellWriter
+    w = CellWriter(tmp_path, "c1")
+    w.write({"type": "header", "cell_id": "c1", "config": {}})
+    w.write({"type": "eval", "updates": 5, "val_accuracy": 0.5, "test_accuracy": 0.5})
+    w.finish({"status": "pruned", "updates": 5})
+    rec = read_cell(tmp_path / "c1.jsonl")
+    assert rec.status == "pruned"
+    assert needs_run(tmp_path, "c1", "anything")
+
+
+# ---- end to end, through the command line ------------------------------------------------------
+
+def _interruptible() -> None:
+    """A shell's background job ignores SIGINT and its children inherit that: Ctrl-C must reach the run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", *args, "--no-progress", "--device", "cpu"],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible, **kw)
+
+
+def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    p = _cli(args)
+    out, err = p.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _studies(out: Path) -> dict[str, list[dict]]:
+    data = json.loads((out / "search" / "search.json").read_text())
+    return {s["rule"]: s["trials"] for s in data["studies"]}
+
+
+def test_search_runs_trials_as_cells_then_the_final_stage_and_resumes_without_new_trials(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(suite_text(trials=2, updates=20, extra='pruner = "none"'))
+    out = tmp_path / "out"
+    r = _run([str(suite), "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    studies = _studies(out)
+    for rule, trials in studies.items():
+        assert [t["state"] for t in trials] == ["COMPLETE"] * 2, (rule, trials)
+        for t in trials:  # each trial is an ordinary finished cell with its fingerprint
+            rec = read_cell(out / "search" / "runs" / f"{t['cell_id']}.jsonl")
+            assert rec.status == "complete" and rec.header["fingerprint"]["hash"]
+            assert rec.config["budget"]["updates"] == 20 and rec.config["seed"] == 0
+            assert rec.config["optimizer"]["params"]["lr"] == t["params"]["optimizer.lr"]
+            assert t["value"] == rec.evals[-1]["val_accuracy"]
+    data = json.loads((out / "search" / "search.json").read_text())
+    finals = [read_cell(p) for p in (out / "runs").glob("*.jsonl")]
+    assert sorted((c.config["rule"]["name"], c.config["seed"]) for c in finals) == [
+        ("bp", 1), ("bp", 2), ("fa", 1), ("fa", 2)]
+    for c in finals:  # the final stage runs each rule's best configuration with the suite's budget
+        best = next(s["best"]["params"] for s in data["studies"] if s["rule"] == c.config["rule"]["name"])
+        assert c.config["optimizer"]["params"]["lr"] == best["optimizer.lr"]
+        assert c.config["budget"]["updates"] == 40
+    html = (out / "index.html").read_text()
+    assert "Hyperparameter search" in html and "2 / 0 / 0" in html and "2 trials for every rule" in html
+    assert 'href="#search"' in html  # in the contents
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "search" / "runs").iterdir()}
+    r = _run([str(suite), "--out", str(out), "--search-only"])
+    assert r.returncode == 0, r.stderr
+    assert {rule: len(t) for rule, t in _studies(out).items()} == {"bp": 2, "fa": 2}
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "search" / "runs").iterdir()} == before
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_search_cut_short_resumes_and_counts_no_trial_twice(tmp_path, sig):
+    suite = tmp_path / "s.toml"
+    suite.write_text(suite_text(trials=2, updates=100, extra='pruner = "none"'))
+    out = tmp_path / "out"
+    p = _cli([str(suite), "--out", str(out), "--search-only"])
+    runs = out / "search" / "runs"
+    _wait_for(lambda: runs.is_dir() and any(runs.glob("*.part")))
+    p.send_signal(sig)
+    p.communicate(timeout=60)
+    assert p.returncode == (-9 if sig == signal.SIGKILL else 130)
+    assert not list(runs.glob("*.jsonl")) or all(read_cell(f).status == "complete" for f in runs.glob("*.jsonl"))
+    r = _run([str(suite), "--out", str(out), "--search-only"])
+    assert r.returncode == 0, r.stderr
+    studies = _studies(out)
+    first = studies["bp"]
+    assert [t["state"] for t in first].count("COMPLETE") == 2
+    assert first[0]["state"] == "FAIL"  # the trial cut short: failed, never read as complete
+    assert [t["state"] for t in studies["fa"]] == ["COMPLETE", "COMPLETE"]
+    complete = [t["cell_id"] for ts in studies.values() for t in ts if t["state"] == "COMPLETE"]
+    assert len(set(complete)) == len(complete) == 4
+
+
+def test_two_processes_on_one_storage_share_the_trials(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(suite_text(trials=3, updates=100, extra='pruner = "none"'))
+    out = tmp_path / "out"
+    journal = tmp_path / "journal.log"
+    args = [str(suite), "--out", str(out), "--search-only", "--storage", f"journal:{journal}"]
+    procs = [_cli(args), _cli(args)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for rule, trials in _studies(out).items():
+        assert len(trials) == 3 and [t["state"] for t in trials] == ["COMPLETE"] * 3, (rule, trials)
+        assert sorted(t["number"] for t in trials) == list(range(3))
+        assert len({t["cell_id"] for t in trials}) == 3
+    # both processes ran trials
+    assert len({t["pid"] for trials in _studies(out).values() for t in trials}) == 2
+
+
+def test_the_sweep_closes_dead_trials_from_their_cell_files(tmp_path):
+    """A trial whose process died after its cell finished is closed COMPLETE with the file's value;
+    one whose cell did not finish is closed FAIL; neither is left RUNNING."""
+    import socket
+
+    import optuna
+    import torch
+
+    from plasticity.engine import evaluate  # noqa: F401  (the engine's own modules are loaded)
+    from plasticity.fingerprint import fingerprint
+    from plasticity.results import CellWriter
+    from plasticity.search.study import Context, load_study, study_keys, sweep_dead_trials, trial_cell
+
+    suite = parse_suite(suite_text())
+    ctx = Context(suite, tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", torch.device("cpu"), None, {})
+    ctx.runs_dir.mkdir(parents=True)
+    key = study_keys(suite)[0]
+    study = load_study(open_storage(ctx.storage_url), suite.search, key)
+    cells = []
+    for _ in range(2):
+        trial = study.ask()
+        trial.suggest_float("optimizer.lr", 1e-3, 1e-1, log=True)
+        cell = trial_cell(suite.name, suite.search, key, dict(trial.params))
+        trial.set_user_attr("cell_id", cell.cell_id)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", -1)  # a process that is gone
+        cells.append(cell)
+    w = CellWriter(ctx.runs_dir, cells[0].cell_id)  # the first trial's cell finished before its process died
+    w.write({"type": "header", "cell_id": cells[0].cell_id, "config": cells[0].config(),
+             "fingerprint": fingerprint(cells[0])})
+    w.write({"type": "eval", "updates": 20, "val_accuracy": 0.42, "test_accuracy": 0.99})
+    w.finish({"status": "complete", "updates": 20})
+    assert sweep_dead_trials(study, key, ctx) == 2
+    first, second = study.get_trials()
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.value == 0.42
+    assert second.state == optuna.trial.TrialState.FAIL
+    assert sweep_dead_trials(study, key, ctx) == 0
+
+
+def test_a_grid_search_visits_distinct_points_in_process(tmp_path):
+    import torch
+
+    from plasticity.search.study import run_search
+
+    text = """
+[budget]
+updates = 4
+[evaluation]
+feedback_metrics = 0
+[[tasks]]
+name = "digits"
+params = { hidden = [8] }
+[[rules]]
+name = "bp"
+[search]
+trials = 3
+budget = { updates = 3 }
+sampler = "grid"
+pruner = "none"
+[search.optimizer]
+lr = { choice = [0.01, 0.1] }
+momentum = { choice = [0.0, 0.9] }
+"""
+    summary = run_search(parse_suite(text), tmp_path, device=torch.device("cpu"), progress=False)
+    (study,) = summary["studies"]
+    points = [tuple(sorted(t["params"].items())) for t in study["trials"]]
+    assert [t["state"] for t in study["trials"]] == ["COMPLETE"] * 3 and len(set(points)) == 3
