@@ -39,7 +39,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -567,5 +567,4 @@ def final_suite(suite: Suite, summary: dict[str, Any]) -> Suite:
         print(f"plasticity: warning: no trial completed for {', '.join(missing)}: left out of the final stage",
               file=sys.stderr)
     _label(cells)
-    return Suite(suite.name, suite.path, suite.description, suite.text, suite.plugins, cells, suite.published,
-                 suite.search)
+    return replace(suite, cells=cells)
