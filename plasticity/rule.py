@@ -13,8 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .feedback import (FEEDBACK_LAYERS, OutputError, as_matrix, check_layers, feedback_layers, feedback_path,
-                       tap_output)
+from .feedback import FEEDBACK_LAYERS, OutputError, as_matrix, check_layers, feedback_layers, feedback_path, tap_output
 from .losses import LOSSES
 from .network import MLP
 from .params import NoParams

@@ -48,7 +48,7 @@ class TaskParams:
     batch_size: int = 100  # examples per update (0: the whole training set, one update per epoch)
     val_size: int = 5000  # training examples held out for validation (thresholds are crossed on it)
     normalize: Normalize = "standard"  # inputs: standard (one mean, std), per_feature, unit [0, 1], symmetric [-1, 1]
-    model: ModelName = "mlp"  # network: mlp (hidden, activation), lenet, resnet20, resnet56, resnet9 (plasticity.models)
+    model: ModelName = "mlp"  # network: mlp (hidden widths), lenet, resnet20, resnet56, resnet9 (plasticity.models)
     width: int = 0  # channels of an image model's first stage (0: the model's own; ignored by the mlp)
     augment: bool = False  # random crop (zero-pad 4) and horizontal flip of each training image, on the device
 

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from plasticity import FeedbackPair, register_rule
 from plasticity.feedback import direct_shape, feedback_shape, random_feedback
 from plasticity.losses import LossName

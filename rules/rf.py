@@ -53,8 +53,17 @@ from typing import Literal
 import torch
 
 from plasticity import ConfigError, FeedbackPair, register_rule
-from plasticity.feedback import (as_matrix, feedback_shape, from_matrix, layer_inputs, layered_deltas, output_error,
-                                 patches, random_feedback, write_grads)
+from plasticity.feedback import (
+    as_matrix,
+    feedback_shape,
+    from_matrix,
+    layer_inputs,
+    layered_deltas,
+    output_error,
+    patches,
+    random_feedback,
+    write_grads,
+)
 from plasticity.linalg import pinv, recirculate
 from plasticity.losses import LossName
 from plasticity.network import MLP

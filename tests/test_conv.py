@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from plasticity import ConfigError, MLP, registry
+from plasticity import MLP, ConfigError, registry
 from plasticity.feedback import as_matrix, feedback_layers, layered_deltas, output_error, write_grads
 from plasticity.linalg import pinv, relative_error
 from plasticity.metrics import Probe, feedback_metrics
 from plasticity.models import augment_images, build_model
-from plasticity.task import Split
 
 registry.load_plugins()
 
