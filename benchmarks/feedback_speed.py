@@ -47,7 +47,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     registry.load_plugins()
     device = torch.device(a.device)
     sizes = ARCHS[a.arch]
@@ -58,7 +61,7 @@ def main() -> None:
     rules = {r: make(r, sizes, device, a.model, a.arch) for r in names}
     times: dict[str, list[float]] = {r: [] for r in names}
     for rule in rules.values():  # warm-up
-        for _ in range(3):
+        for _ in range(2):
             rule.update(x, y)
     for _ in range(a.rounds):
         for name, rule in rules.items():

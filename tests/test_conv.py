@@ -216,3 +216,21 @@ def test_an_image_model_trains_on_digits_through_the_engine(tmp_path):
     assert final["status"] == "complete" and final["test_accuracy"] > 0.5
     last = read_cell(tmp_path / f"{cell.cell_id}.jsonl").evals[-1]
     assert "L5.angle_BWt" in last["feedback"] and last["feedback"]["L5.angle_BWt"] < 90
+
+
+def test_published_figures_name_the_task_parameters_they_belong_to():
+    """BioTorch's LeNet and ResNet-20 errors on CIFAR-10 are compared only with cells of that model."""
+    import pandas as pd
+
+    from plasticity.report.sections import published_table
+    from plasticity.suite import parse_suite
+    base = '[[rules]]\nname = "bp"\n[[tasks]]\nname = "digits"\n'
+    entry = ('[[published]]\ntask = "digits"\nrule = "bp"\nmetric = "test_error"\nvalue = 10.0\nsource = "x"\n'
+             'task_params = { model = "lenet" }\n')
+    assert parse_suite(entry + base).published[0]["task_params"] == {"model": "lenet"}
+    with pytest.raises(ConfigError, match="task_params must be a table of single values"):
+        parse_suite(entry.replace('{ model = "lenet" }', '{ hidden = [1, 2] }') + base)
+    cells = pd.DataFrame({"rule": ["bp", "bp"], "variant": ["bp [lenet]", "bp [resnet20]"],
+                          "status": ["complete"] * 2, "test_accuracy": [0.5, 0.9], "task.model": ["lenet", "resnet20"]})
+    html = str(published_table(cells, parse_suite(entry + base).published))
+    assert "bp [lenet]" in html and "bp [resnet20]" not in html
