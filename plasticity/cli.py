@@ -91,6 +91,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 obj = entry.obj
                 print("    optimizer: none (closed-form)" if not obj.uses_optimizer else
                       f"    default optimizer: {obj.default_optimizer[0]} {obj.default_optimizer[1]}")
+                types = obj.layer_types
+                print("    layers: any model (autograd)" if types is None else
+                      f"    layers: {', '.join(t.__name__ for t in types)}"
+                      + (" (with pooling, batch norm, residual sums between them)" if len(types) > 1 else " (MLP)"))
             if kind == "tasks":
                 print(f"    thresholds: {', '.join(f'{t:g}' for t in entry.obj.thresholds)}; "
                       f"budget: {entry.obj.budget}")

@@ -176,6 +176,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     next_eval = next(schedule)
     every_epoch = cell.evaluation["every_epoch"]
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
+    augment = task.augmenter(data.n_inputs, torch.Generator(device=device).manual_seed(cell.seed + 4_000_003))
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
 
     # Feedback/alignment metrics at every k-th evaluation (0: never) and always at the last one.
@@ -217,6 +218,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
             else:
                 idx = perm[start:start + bs]
                 x, y = data.train.x[idx], data.train.y[idx]
+            if augment is not None:
+                x = augment(x)
             out = rule.update(x, y)
             if scheduler is not None:
                 scheduler.step()

@@ -3,6 +3,7 @@
 For every `FeedbackPair` a rule's `feedback()` returns (layer l: forward W, feedback B):
 
 - `L{l}.angle_BWt`: angle between B and Wᵀ in degrees (0 for backprop; FA's falls below 90°);
+- `L{l}.norm_ratio`: ‖B‖/‖W‖ (Frobenius; BioTorch's "weight ratio");
 - for reciprocal pairs (a target other than Wᵀ, i.e. B should approach an inverse):
   `L{l}.rel_err_white` = ‖B − W⁺‖/‖W⁺‖, `L{l}.rel_err_data` = ‖B − B*‖/‖B*‖ against the
   data-weighted inverse B* = ΣWᵀ(WΣWᵀ)⁻¹, and the Penrose residuals `L{l}.penrose_p1..p4`.
@@ -15,6 +16,11 @@ credit (the `.grad` its `credit()` writes on the probe batch, weight and bias of
 true gradient of the rule's loss (`params.loss`, cross-entropy if it declares none) by autograd
 on the same batch; the overall angle concatenates all parameters. Backprop gives 0.
 
+Layers are the model's Linear and Conv2d layers in module order (plasticity.feedback); a Conv2d
+layer's W is its kernel as an out × (in·kh·kw) matrix and its input z the receptive-field patches
+(Σ from the patches of the first CONV_PROBE_IMAGES probe images). Any model is probed in eval mode
+(batch norm on its running statistics, which the probe does not move), then put back.
+
 The probe batch is drawn once per cell from the training data. Computing the metrics leaves
 training untouched: every `.grad`, the rule's generator state and torch's global RNG state are
 saved and restored, and no optimizer is called. All metrics are computed in float64.
@@ -26,14 +32,16 @@ from typing import Any
 
 import torch
 
+from .feedback import feedback_layers, layer_inputs, patches
 from .linalg import angle, data_weighted_inverse, penrose_residuals, pinv, relative_error
 from .losses import LOSSES
-from .network import MLP, weights_finite
+from .network import weights_finite
 from .rule import FeedbackPair, LearningRule
 from .task import Split
 
 PROBE_SIZE = 1000
 PROBE_SEED_OFFSET = 3_000_003
+CONV_PROBE_IMAGES = 50  # probe images whose patches give a conv layer's input second moment
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,8 @@ def has_credit(rule: LearningRule) -> bool:
 
 
 def applies(rule: LearningRule) -> bool:
-    """True when the rule has anything to measure: feedback matrices or a gradient-like credit.
-
-    Only on an MLP: the metrics are per fully connected layer, and on a conv net with batch norm
-    a probe forward pass in training mode would move the running statistics.
-    """
-    return isinstance(rule.net, MLP) and (has_credit(rule) or rule.feedback() is not None)
+    """True when the rule has anything to measure: feedback matrices or a gradient-like credit."""
+    return has_credit(rule) or rule.feedback() is not None
 
 
 def is_reciprocal(pair: FeedbackPair) -> bool:
@@ -73,9 +77,9 @@ def pair_metrics(pair: FeedbackPair, layer_input: torch.Tensor) -> dict[str, flo
     """Angle to Wᵀ and, for reciprocal pairs, distances to W⁺ and to the data-weighted inverse."""
     w, b = pair.forward.double(), pair.feedback.double()
     key = f"L{pair.layer}."
-    out = {key + "angle_BWt": angle(b, w.T)}
+    out = {key + "angle_BWt": angle(b, w.T), key + "norm_ratio": float(b.norm() / w.norm().clamp_min(1e-300))}
     if is_reciprocal(pair):
-        z = layer_input.double()
+        z = layer_input.double()  # rows: the inputs W acts on (a conv layer's patches)
         sigma = z.T @ z / z.shape[0]
         out[key + "rel_err_white"] = relative_error(b, pinv(w))
         out[key + "rel_err_data"] = relative_error(b, data_weighted_inverse(w, sigma))
@@ -86,7 +90,8 @@ def pair_metrics(pair: FeedbackPair, layer_input: torch.Tensor) -> dict[str, flo
 def _layer_slices(rule: LearningRule) -> list[tuple[int, list[int]]]:
     """Indices into `list(net.parameters())` of each layer's weight and bias."""
     index = {id(p): i for i, p in enumerate(rule.net.parameters())}
-    return [(l, [index[id(p)] for p in layer.parameters()]) for l, layer in enumerate(rule.net.layers, start=1)]
+    return [(l, [index[id(p)] for p in layer.parameters()])
+            for l, layer in enumerate(feedback_layers(rule.net), start=1)]
 
 
 def gradient_angles(rule: LearningRule, probe: Probe) -> dict[str, float]:
@@ -123,14 +128,24 @@ def gradient_angles(rule: LearningRule, probe: Probe) -> dict[str, float]:
 def feedback_metrics(rule: LearningRule, probe: Probe) -> dict[str, Any]:
     """Everything above for one rule at its current weights (empty if nothing applies)."""
     out: dict[str, Any] = {}
-    if not weights_finite(rule.net):
+    net = rule.net
+    if not weights_finite(net):
         return out  # a diverged network: the engine records the divergence, nothing to measure
-    pairs = rule.feedback()
-    if pairs:
-        with torch.no_grad():
-            inputs = rule.net.forward_trace(probe.x).z
-        for pair in pairs:
-            out.update(pair_metrics(pair, inputs[pair.layer - 1]))
-    if has_credit(rule):
-        out.update(gradient_angles(rule, probe))
+    was_training = net.training
+    net.eval()
+    try:
+        pairs = rule.feedback()
+        if pairs:
+            layers = feedback_layers(net)
+            inputs = layer_inputs(net, layers, probe.x)
+            for pair in pairs:
+                layer = layers[pair.layer - 1]
+                z = inputs[pair.layer - 1]
+                if isinstance(layer, torch.nn.Conv2d):
+                    z = patches(layer, z[:CONV_PROBE_IMAGES])
+                out.update(pair_metrics(pair, z))
+        if has_credit(rule):
+            out.update(gradient_angles(rule, probe))
+    finally:
+        net.train(was_training)
     return out

@@ -39,6 +39,7 @@
     metric = "test_error"               # or "test_accuracy", in percent
     value = 1.48
     source = "Bartunov et al. 2018, Table 1"
+    task_params = { model = "lenet" }   # optional: compare only with cells of these task parameters
 
     [[claims]]                          # a claim, judged by the report from the runs (plasticity.verdicts)
     claim = "FA is no slower than BP"
@@ -97,7 +98,7 @@ MAX_CELLS = 10_000
 MAX_SUITE_BYTES = 1 << 20
 COMPONENT_KEYS = {"name", "params", "grid"}
 SCHEDULES = ("constant", "cosine", "linear")
-PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note"}
+PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note", "task_params"}
 NO_OPTIMIZER = "none"
 
 
@@ -572,5 +573,12 @@ def _published(entry: dict, where: str) -> dict[str, Any]:
     value = entry.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
         raise ConfigError(f"{where}: value must be a percentage between 0 and 100, got {value!r}")
+    task_params = entry.get("task_params", {})
+    if not isinstance(task_params, dict) or not all(
+            isinstance(v, (str, int, float, bool)) for v in task_params.values()):
+        raise ConfigError(f"{where}: task_params must be a table of single values (the task parameters a "
+                          f"measured cell must have), got {task_params!r}")
+    for key in task_params:
+        check_text(key, f"{where}: task_params")
     return {"note": "", **entry, "value": float(value), "task": registry.canonical("task", entry["task"]),
             "rule": registry.canonical("rule", entry["rule"])}

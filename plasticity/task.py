@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
+from .models import MODELS, ModelName, augment_images, build_model
 from .network import MLP
 
 VAL_SPLIT_SEED = 20240531
@@ -47,8 +48,15 @@ class TaskParams:
     batch_size: int = 100  # examples per update (0: the whole training set, one update per epoch)
     val_size: int = 5000  # training examples held out for validation (thresholds are crossed on it)
     normalize: Normalize = "standard"  # inputs: standard (one mean, std), per_feature, unit [0, 1], symmetric [-1, 1]
+    model: ModelName = "mlp"  # network: mlp (hidden widths), lenet, resnet20, resnet56, resnet9 (plasticity.models)
+    width: int = 0  # channels of an image model's first stage (0: the model's own; ignored by the mlp)
+    augment: bool = False  # random crop (zero-pad 4) and horizontal flip of each training image, on the device
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.width < 0:
+            raise ValueError(f"width must be non-negative (0: the model's own), got {self.width}")
         if self.batch_size < 0:
             raise ValueError(f"batch_size must be positive (0 means full batch), got {self.batch_size}")
         if self.val_size < 1:
@@ -101,6 +109,8 @@ class Task:
     budget: ClassVar[dict[str, float]] = {"epochs": 10}
     #: Whether the task needs files (False for embedded data).
     needs_files: ClassVar[bool] = True
+    #: (channels, height, width) of the flat input rows, for image models and augmentation (None: not images).
+    image_shape: ClassVar[tuple[int, int, int] | None] = None
 
     def __init__(self, params: Any, data_dir: str | Path | None = None) -> None:
         self.params = params
@@ -120,10 +130,31 @@ class Task:
         _DATA_CACHE[key] = data
         return data
 
-    def build_network(self, n_inputs: int, n_classes: int, generator: torch.Generator) -> MLP:
+    def build_network(self, n_inputs: int, n_classes: int, generator: torch.Generator) -> torch.nn.Module:
+        """The MLP of `hidden` widths, or the image model the `model` parameter names."""
         p = self.params
-        return MLP([n_inputs, *p.hidden, n_classes], hidden_activation=p.activation,
-                   init=p.init, init_scale=p.init_scale, generator=generator)
+        if p.model == "mlp":
+            return MLP([n_inputs, *p.hidden, n_classes], hidden_activation=p.activation,
+                       init=p.init, init_scale=p.init_scale, generator=generator)
+        shape = self._shape(n_inputs)
+        return build_model(p.model, shape, n_classes, p.activation, p.width, p.init, p.init_scale, generator)
+
+    def _shape(self, n_inputs: int) -> tuple[int, int, int]:
+        shape = self.image_shape
+        if shape is None:
+            raise ConfigError(f"task '{self.name}' has no image shape: model = {self.params.model!r} and augment "
+                              f"need images; use model = \"mlp\"")
+        if shape[0] * shape[1] * shape[2] != n_inputs:
+            raise ConfigError(f"task '{self.name}' expects {shape[0]}×{shape[1]}×{shape[2]} images "
+                              f"({shape[0] * shape[1] * shape[2]} inputs), got {n_inputs}")
+        return shape
+
+    def augmenter(self, n_inputs: int, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The training-batch augmentation (`augment`), or None: crops and flips drawn from `generator`."""
+        if not self.params.augment:
+            return None
+        shape = self._shape(n_inputs)
+        return lambda x: augment_images(x, shape, generator)
 
 
 _DATA_CACHE: dict[tuple, TaskData] = {}

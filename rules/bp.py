@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from plasticity import FeedbackPair, LearningRule, register_rule
+from plasticity.feedback import as_matrix, feedback_layers
 from plasticity.losses import LOSSES, LossName
 
 
@@ -23,6 +24,7 @@ class Backprop(LearningRule):
         loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
 
     default_optimizer = ("sgd", {"lr": 0.05, "momentum": 0.9})
+    layer_types = None  # plain autograd: any model
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         loss = LOSSES[self.params.loss](self.net(x), y)
@@ -31,5 +33,8 @@ class Backprop(LearningRule):
 
     def feedback(self) -> list[FeedbackPair]:
         # Backprop's feedback is Wᵀ itself: the zero line of the alignment metrics.
-        return [FeedbackPair(l, w.detach(), w.detach().T, w.detach().T)
-                for l, w in enumerate(self.net.weights(), start=1)]
+        pairs = []
+        for l, layer in enumerate(feedback_layers(self.net), start=1):
+            w = as_matrix(layer)
+            pairs.append(FeedbackPair(l, w, w.T, w.T))
+        return pairs

@@ -1,12 +1,24 @@
 """Reciprocal feedback (Cameron, Chen, Wagner, Sejnowski): the error travels down through feedback
-matrices B_l ≈ W_l⁺ learned by recirculation, and the pinv-feedback oracle with B_l = W_l⁺ exactly.
+matrices B_l ≈ W_l⁺ learned by recirculation, and the pinv-feedback oracle with B_l = W_l⁺ exactly,
+on any model of Linear and Conv2d layers (plasticity.rule.FeedbackRule).
 
 Credit (both rules), the poster's δW_l = (∏_{i>l} B_i) e Z_{l−1}ᵀ with the hidden nonlinearities:
 
     δ_L = ∂ℓ/∂H_L,   δ_{l−1} = (B_l δ_l) ⊙ f'(H_{l−1}),   ∇W_l = δ_l Z_{l−1}ᵀ,  ∇b_l = δ_l
 
-(`derivative = false` leaves out the f' factors: the poster's linearised rule; the reference notes
-that the authors' code lost the nonlinearities by a bug, so the default keeps them.)
+(`derivative = false` leaves out the f' factors: the poster's linearised rule, on an MLP only; the
+reference notes that the authors' code lost the nonlinearities by a bug, so the default keeps them.)
+
+Convolutions. A Conv2d layer applies the same matrix W (out × in·kh·kw: its kernel flattened) to
+every receptive-field patch p of its input, h = W p at each position. Its B is the matching
+(in·kh·kw) × out matrix, used as the kernel of the transposed convolution that carries the error
+down, and what B approximates is the pseudo-inverse of that per-patch matrix: B → W⁺, the least-
+squares reconstruction p ≈ B W p of a white patch from the layer's output at one position (W⁺ of
+the flattened kernel; not the inverse of the whole-image operator, whose overlapping patches
+would couple positions: a local rule at one position sees one patch). Recirculation runs on
+patches: white N(0, I) patches under `drive = "noise"`, the layer's input patches under
+"activity" (fixed point ΣWᵀ(WΣWᵀ)⁻¹ with Σ the patches' second moment). The metrics report the
+distance of B to W⁺ per layer (`L{l}.rel_err_white`), conv layers included.
 
 Feedback learning (rule "rf"), after each weight update, on every layer l ≥ 2 (B_1 would only carry
 an error to the input and is never learned), `steps` times, with W_l fixed:
@@ -40,31 +52,50 @@ from typing import Literal
 
 import torch
 
-from plasticity import FeedbackPair, LearningRule, register_rule
-from plasticity.feedback import layered_deltas, output_error, random_feedback, write_grads
+from plasticity import ConfigError, FeedbackPair, register_rule
+from plasticity.feedback import (
+    as_matrix,
+    feedback_shape,
+    from_matrix,
+    layer_inputs,
+    layered_deltas,
+    output_error,
+    patches,
+    random_feedback,
+    write_grads,
+)
 from plasticity.linalg import pinv, recirculate
 from plasticity.losses import LossName
+from plasticity.network import MLP
+from plasticity.rule import FeedbackRule
 
 Drive = Literal["noise", "activity", "both"]
 DRIVES = ("noise", "activity", "both")
 POWER_WARMUP = 30  # power-iteration steps on a layer's first recirculation (then one per step)
 
 
-class _Reciprocal(LearningRule):
-    """Credit through per-layer feedback matrices `self.B[l-1]` (l ≥ 2); subclasses keep B."""
+class _Reciprocal(FeedbackRule):
+    """Credit through per-layer feedback `self.B[l-1]` (l ≥ 2); subclasses keep B."""
 
-    B: list[torch.Tensor | None]
+    def __init__(self, net, params, optimizer, generator) -> None:
+        super().__init__(net, params, optimizer, generator)
+        if not params.derivative and not isinstance(net, MLP):
+            raise ConfigError(f"rule '{self.name}': derivative = false (the linearised rule, no f′ between "
+                              f"layers) needs an MLP's per-layer trace; this model is a {type(net).__name__}")
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.params.derivative:
+            return super().credit(x, y)
         trace, loss, delta = output_error(self.net, x, y, self.params.loss)
-        deltas = layered_deltas(self.net, trace, delta, self.B, self.params.derivative)
-        write_grads(self.net, trace, deltas)
+        write_grads(self.net, trace, layered_deltas(self.net, trace, delta, self.B, derivative=False))
         return {"loss": loss}
 
     def feedback(self) -> list[FeedbackPair]:
-        ws = [w.detach() for w in self.net.weights()]
-        return [FeedbackPair(l, ws[l - 1], self.B[l - 1], pinv(ws[l - 1].double()).to(ws[l - 1].dtype))
-                for l in range(2, self.net.depth + 1)]
+        pairs = []
+        for l, layer in enumerate(self.layers[1:], start=2):
+            w = as_matrix(layer)
+            pairs.append(FeedbackPair(l, w, as_matrix(layer, self.B[l - 1]), pinv(w.double()).to(w.dtype)))
+        return pairs
 
 
 @register_rule("rf")
@@ -98,10 +129,10 @@ class ReciprocalFeedback(_Reciprocal):
 
     def __init__(self, net, params, optimizer, generator) -> None:
         super().__init__(net, params, optimizer, generator)
-        ws = [w.detach() for w in net.weights()]
+        ws = [layer.weight.detach() for layer in self.layers]
         kw = {"device": ws[0].device, "dtype": ws[0].dtype, "generator": generator}
-        self.B = [None] + [random_feedback(tuple(w.T.shape), float(w.std()) * params.feedback_scale, w, generator)
-                           for w in ws[1:]]
+        self.B = [None] + [random_feedback(feedback_shape(layer), float(w.std()) * params.feedback_scale, w, generator)
+                           for layer, w in zip(self.layers[1:], ws[1:])]
         # Power-iteration vectors for λ_max(⟨hhᵀ⟩) of each layer's recirculation.
         self._v = [None] + [torch.randn(w.shape[0], **kw) for w in ws[1:]]
         for v in self._v[1:]:
@@ -116,17 +147,19 @@ class ReciprocalFeedback(_Reciprocal):
     @torch.no_grad()
     def _learn_feedback(self, x: torch.Tensor) -> None:
         p = self.params
-        inputs = self.net.forward_trace(x).z if p.drive != "noise" else None
-        for l in range(2, self.net.depth + 1):
-            w = self.net.layers[l - 1].weight.detach()
+        inputs = layer_inputs(self.net, self.layers, x) if p.drive != "noise" else None
+        for l in range(2, len(self.layers) + 1):
+            layer = self.layers[l - 1]
+            w = as_matrix(layer)  # out × in·kh·kw; B as the matching matrix is a view of the kernel
+            b = as_matrix(layer, self.B[l - 1])
             for _ in range(p.steps):
-                parts = [] if inputs is None else [inputs[l - 1]]
+                parts = [] if inputs is None else [patches(layer, inputs[l - 1])]
                 if p.drive != "activity":
                     parts.append(torch.randn(p.noise_batch, w.shape[1], generator=self.generator,
                                              device=w.device, dtype=w.dtype))
                 drive = parts[0] if len(parts) == 1 else torch.cat(parts)
                 h = drive @ w.T
-                recirculate(w, self.B[l - 1], drive, p.feedback_lr / self._top_eigenvalue(l, h), h=h)
+                recirculate(w, b, drive, p.feedback_lr / self._top_eigenvalue(l, h), h=h)
 
     def _top_eigenvalue(self, l: int, h: torch.Tensor) -> torch.Tensor:
         """λ̂ ≈ λ_max(hᵀh/n) by warm-started power iteration, kept as a device tensor.
@@ -168,7 +201,8 @@ class PinvFeedback(_Reciprocal):
 
     @torch.no_grad()
     def _refresh(self) -> None:
-        self.B = [None] + [pinv(w.detach(), alpha=self.params.ridge) for w in self.net.weights()[1:]]
+        self.B = [None] + [from_matrix(layer, pinv(as_matrix(layer), alpha=self.params.ridge))
+                           for layer in self.layers[1:]]
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         out = super().update(x, y)

@@ -32,6 +32,7 @@ class Digits(Task):
     thresholds = (0.8, 0.9, 0.95)
     budget = {"epochs": 20}
     needs_files = False
+    image_shape = (1, 8, 8)  # small image models (resnet20 at a low width) run on it in tests
 
     def load_arrays(self, data_dir: Path) -> RawData:
         from sklearn.datasets import load_digits

@@ -16,6 +16,7 @@ class FashionMNIST(Task):
 
     thresholds = (0.80, 0.85, 0.88)
     budget = {"epochs": 10}
+    image_shape = (1, 28, 28)
 
     def load_arrays(self, data_dir: Path) -> RawData:
         x_train, y_train, x_test, y_test = load_fashion_mnist(data_dir)

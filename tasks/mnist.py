@@ -16,6 +16,7 @@ class MNIST(Task):
 
     thresholds = (0.90, 0.95, 0.97, 0.98)
     budget = {"epochs": 10}
+    image_shape = (1, 28, 28)
 
     def load_arrays(self, data_dir: Path) -> RawData:
         x_train, y_train, x_test, y_test = load_mnist(data_dir)

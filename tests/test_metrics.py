@@ -27,7 +27,7 @@ def test_exact_pseudo_inverse_scores_zero_and_random_feedback_does_not():
     noise = pair_metrics(FeedbackPair(2, w, torch.randn(15, 6, generator=g), pinv(w)), x)
     assert noise["L2.rel_err_white"] > 0.5 and noise["L2.penrose_p1"] > 0.5
     aligned = pair_metrics(FeedbackPair(2, w, w.T, w.T), x)
-    assert aligned == {"L2.angle_BWt": 0.0}  # alignment pairs: the angle only
+    assert aligned == {"L2.angle_BWt": 0.0, "L2.norm_ratio": 1.0}  # alignment pairs: angle and norm ratio only
 
 
 def test_backprop_credit_is_the_gradient():

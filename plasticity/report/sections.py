@@ -170,7 +170,8 @@ def summary_table(cells: pd.DataFrame, order: list[str], thresholds: list[str]) 
 
 
 def published_table(cells: pd.DataFrame, published: list[dict[str, Any]]) -> Markup:
-    """Each published figure beside the best measured variant of the same rule."""
+    """Each published figure beside the best measured variant of the same rule (among the cells
+    with the entry's `task_params`, when it names some)."""
     rows = []
     for p in published:
         rule = str(p.get("rule"))
@@ -178,6 +179,9 @@ def published_table(cells: pd.DataFrame, published: list[dict[str, Any]]) -> Mar
         metric = str(p.get("metric", ""))
         stated = f"{metric.replace('_', ' ')} {p.get('value')} %"
         sub = cells[cells["rule"] == rule]
+        for key, value in (p.get("task_params") or {}).items():  # only cells of the published setting
+            col = f"task.{key}"
+            sub = sub[sub[col] == value] if col in sub.columns else sub.iloc[0:0]
         best_v, best_ci = None, None
         for v, vsub in sub.groupby("variant"):
             ci = t_interval(vsub.loc[vsub["status"] == "complete", "test_accuracy"])
