@@ -33,6 +33,9 @@
     params = { lr = 0.05, momentum = 0.9 }
     schedule = "cosine"                 # learning rate over the budget: constant, cosine or linear (to 0)
 
+    [execution]                         # where the cells run: local (default), ray or slurm, with
+    executor = "local"                  # their settings; see plasticity/executors (the CLI wins)
+
     [[published]]                       # a published figure shown beside the measured one
     task = "mnist"
     rule = "bp"
@@ -60,6 +63,7 @@ from typing import Any
 
 from . import registry
 from .errors import ConfigError, closest
+from .executors import Execution, parse_execution
 from .params import (
     as_dict,
     check_plain,
@@ -72,7 +76,7 @@ from .registry import REPO_ROOT
 SUITES_DIR = REPO_ROOT / "suites"
 DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
-            "rules", "optimizers", "published"}
+            "rules", "optimizers", "published", "execution"}
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
 #: the valid range of each budget limit (exclusive low end: a limit is positive)
 BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
@@ -140,6 +144,8 @@ class Suite:
     plugins: list[Path]
     cells: list[Cell]
     published: list[dict[str, Any]]
+    #: where the cells run ([execution]); never part of a cell's identity
+    execution: Execution = field(default_factory=Execution)
 
     def meta(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "source": str(self.path or ""),
@@ -300,10 +306,11 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     _refuse_duplicates(cells, where)
     _label(cells)
     published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
+    execution = parse_execution(doc.get("execution", {}), where)
     # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
     # 64 bits, control characters and deep nesting are refused wherever else they hide in the file.
     check_plain(doc, where)
-    return Suite(name, path, description, text, plugin_dirs, cells, published)
+    return Suite(name, path, description, text, plugin_dirs, cells, published, execution)
 
 
 def _optimizer_entries(rule_entry: dict, rule_cls: type, defaults: list[dict],
