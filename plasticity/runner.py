@@ -229,7 +229,8 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
         overall.update(1)
 
     told: set[str] = set()
-    ctx = CellContext(runs_dir, device, prov, data_dir, suite.plugins, manifest, progress) if remote else None
+    ctx = (CellContext(runs_dir, device, prov, Path(data_dir).resolve() if data_dir else None, suite.plugins,
+                       manifest, progress) if remote else None)
     try:
         with signals_as_interrupt(), _executor(jobs or 1, runs_dir, dev, prov, data_dir, suite.plugins, progress,
                                                execution, ctx, jobs) as run:

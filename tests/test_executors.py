@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,15 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
         executors.require("ray")
     with pytest.raises(PlasticityError, match=r"pip install -e '\.\[slurm\]'"):
         executors.require("slurm")
+
+
+def test_the_command_names_the_missing_extra_before_anything_runs(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` raises ImportError
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(SUITE)
+    assert main(["run", str(suite_file), "--out", str(tmp_path / "o"), "--executor", "slurm", "--no-report"]) == 2
+    assert "pip install -e '.[slurm]'" in capsys.readouterr().err
+    assert not list((tmp_path / "o" / "runs").glob("*.jsonl*"))
 
 
 # ---- lines handed back by a worker ------------------------------------------------------------
@@ -232,6 +242,46 @@ def test_ray_gives_the_local_numbers_and_the_bar_counts_its_cells(ray_cluster, l
     assert not list((out / "runs").glob("*.lock")) and not list((out / "runs").glob("*.part"))
 
 
+BOOM_RULE = """
+from dataclasses import dataclass
+from plasticity import LearningRule, register_rule
+
+
+@register_rule("test_boom_remote")
+class Boom(LearningRule):
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    uses_optimizer = False
+
+    def update(self, x, y):
+        raise RuntimeError("boom at the first update")
+"""
+
+
+def test_a_cell_that_raises_on_ray_is_kept_with_its_traceback_as_a_local_one_is(ray_cluster, tmp_path):
+    from plasticity import registry
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "boom.py").write_text(BOOM_RULE)
+    text = (f'plugins = ["{plugins}"]\n[budget]\nupdates = 5\n[[tasks]]\nname = "digits"\n'
+            f'[[rules]]\nname = "test_boom_remote"\n')
+    try:
+        summary = {}
+        for where, execution in (("local", None), ("ray", Execution("ray"))):
+            summary[where] = run_suite(parse_suite(text), tmp_path / where, "cpu", progress=False,
+                                       execution=execution)
+    finally:
+        registry._unregister("rule", "test_boom_remote")
+    assert summary["ray"].errors == summary["local"].errors and "boom at the first update" in summary["ray"].errors[0]
+    [local], [remote] = ((tmp_path / w / "runs").glob("*.error.jsonl") for w in ("local", "ray"))
+    assert local.name == remote.name
+    tracebacks = [read_cell(p).final["traceback"] for p in (local, remote)]
+    assert all("RuntimeError: boom at the first update" in t and "in update" in t for t in tracebacks)
+
+
 def _part_on_a_worker(cell_id: str) -> list[str]:
     return glob.glob(os.path.join(tempfile.gettempdir(), "plasticity-cell-*", f"{cell_id}.jsonl.part"))
 
@@ -256,6 +306,8 @@ def test_a_ray_worker_killed_mid_cell_leaves_nothing_and_the_rerun_resumes(ray_c
     [(done, outcome)] = ex.wait()
     assert done is cell and outcome["status"] == "error" and "Ray task failed" in outcome["message"]
     assert not list(runs.glob("*.jsonl")) and not list(runs.glob("*.lock")), "nothing reads as complete"
+    for part in _part_on_a_worker(cell.cell_id):  # the killed worker's private folder (the node's /tmp)
+        shutil.rmtree(Path(part).parent, ignore_errors=True)
 
     quick = parse_suite(SUITE)  # the same cells, a short budget: the rerun runs all, then skips all
     first = run_suite(quick, out, "cpu", execution=Execution("ray"), progress=False)
@@ -316,3 +368,27 @@ def test_a_slurm_job_killed_mid_cell_is_reported_and_the_rerun_resumes(tmp_path)
     assert len(list(runs.glob("*.jsonl"))) == 2 and not list(runs.glob("*.part"))
     for path in runs.glob("*.jsonl"):
         assert json.loads(path.read_text().splitlines()[-1])["status"] == "complete"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_sigterm_to_a_ray_run_stops_it_as_locally_and_leaves_nothing(tmp_path):
+    """Ray's own SIGTERM handler aborts the process; the run keeps its own (exit 128 + 15, its message)."""
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text('name = "sig"\nseeds = 2\n[budget]\nseconds = 60\n[[tasks]]\nname = "digits"\n'
+                          '[[rules]]\nname = "bp"\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", str(suite_file), "--out", str(out),
+                             "--no-progress", "--no-report", "--device", "cpu", "--executor", "ray", "--jobs", "2"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    cells = parse_suite(suite_file.read_text()).cells
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(_part_on_a_worker(c.cell_id) for c in cells):
+        time.sleep(0.1)  # both cells are mid-run on their workers
+    assert all(_part_on_a_worker(c.cell_id) for c in cells)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert not list((out / "runs").iterdir()), "no file, no claim left behind"

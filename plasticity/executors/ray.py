@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
+import time
 from typing import Any
 
 from ..claims import Claim
@@ -21,6 +24,8 @@ from ..errors import PlasticityError
 from ..results import store_lines
 from . import CellContext, CellExecutor, Execution, claim_unfinished, failure, require
 from .remote import FATAL, RemoteJob, run_remote_cell
+
+POLL_SECONDS = 0.1
 
 
 def ray_resources(execution: Execution, device: str, cluster: dict[str, float]) -> dict[str, float]:
@@ -43,6 +48,15 @@ def ray_slots(resources: dict[str, float], cluster: dict[str, float]) -> int:
     return max(1, min(fits))
 
 
+def _python_handlers() -> dict[int, Any]:
+    """The Python handlers of SIGINT, SIGTERM and SIGHUP now (main thread only: none elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    found = {getattr(signal, n): signal.getsignal(getattr(signal, n)) for n in names if hasattr(signal, n)}
+    return {s: h for s, h in found.items() if h is not None}
+
+
 class RayExecutor(CellExecutor):
     def __init__(self, execution: Execution, ctx: CellContext, jobs: int | None) -> None:
         self.ray = ray = require("ray")
@@ -50,10 +64,14 @@ class RayExecutor(CellExecutor):
         self.owns = False
         if not ray.is_initialized():
             address = execution.ray.address or os.environ.get("RAY_ADDRESS") or None
+            handlers = _python_handlers()
             try:
                 ray.init(address=address, include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise PlasticityError(f"cannot connect to Ray at {address or '(a new local Ray)'}: {exc}") from None
+            finally:  # Ray installs its own SIGTERM handler, which aborts: the run's own handling comes back
+                for signum, handler in handlers.items():
+                    signal.signal(signum, handler)
             self.owns = True
         cluster = ray.cluster_resources()
         self.resources = ray_resources(execution, ctx.device, cluster)
@@ -88,9 +106,11 @@ class RayExecutor(CellExecutor):
         if not self.pending:
             return []
         refs = list(self.pending)
-        done, _ = self.ray.wait(refs, num_returns=1)
-        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0) if len(refs) > 1 else (done, None)
-        return [self._collect(ref) for ref in done]
+        while True:  # polled, with the waiting in Python: a signal inside ray.wait comes out as a bare Ctrl-C
+            done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+            if done:
+                return [self._collect(ref) for ref in done]
+            time.sleep(POLL_SECONDS)
 
     def _collect(self, ref: Any) -> tuple[Any, dict[str, Any]]:
         cell, claim = self.pending.pop(ref)
