@@ -392,3 +392,35 @@ def test_sigterm_to_a_ray_run_stops_it_as_locally_and_leaves_nothing(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "interrupted by SIGTERM" in err and "Traceback" not in err
     assert not list((out / "runs").iterdir()), "no file, no claim left behind"
+
+
+def test_a_preempted_slurm_job_is_requeued_and_its_cell_starts_again(tmp_path):
+    """submitit's preemption signal (USR2) mid-cell: the job requeues itself and the cell runs to its end."""
+    pytest.importorskip("submitit", reason="the slurm extra is not installed: pip install -e '.[slurm]'")
+    from plasticity.executors.slurm import SlurmExecutor
+
+    suite = parse_suite('seeds = [0]\n[budget]\nseconds = 3\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
+    [cell] = suite.cells
+    runs = tmp_path / "out" / "runs"
+    runs.mkdir(parents=True)
+    ctx = CellContext(runs, "cpu", {}, None, [], suite_manifest([cell]), show=False)
+    # an hour's limit: a signal 3 s into it is a preemption, not the job's time running out
+    ex = SlurmExecutor(parse_execution({"executor": "slurm", "slurm": {"backend": "local", "time": 60}}, "test"),
+                       ctx, jobs=1)
+    ex.submit(cell)
+    ex._flush()
+    [(job, _)] = ex.pending
+    part = runs / f"{cell.cell_id}.jsonl.part"
+    deadline = time.time() + 120
+    while time.time() < deadline and not part.exists():
+        time.sleep(0.05)
+    holder = None
+    while holder is None and time.time() < deadline:
+        holder = claims.read_holder(runs / f"{cell.cell_id}.lock")
+    os.kill(holder["pid"], signal.SIGUSR2)  # what Slurm sends a job's tasks before preempting it (--signal)
+    [(done, outcome)] = ex.wait()
+    assert done is cell and outcome["status"] == "complete", outcome
+    log = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
+    assert "this job is preempted" in log and "Requeued" in log, log
+    rec = read_cell(runs / f"{cell.cell_id}.jsonl")
+    assert rec.final["status"] == "complete" and rec.header["provenance"]["executor"] == "slurm"

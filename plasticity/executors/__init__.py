@@ -324,17 +324,16 @@ def claim_unfinished(cell: Any, ctx: CellContext) -> tuple[Claim | None, dict[st
     return claim, None
 
 
-def failure(cell: Any, what: str, exc: BaseException | str, detail: str = "") -> dict[str, Any]:
+def failure(cell: Any, what: str, reason: str, detail: str) -> dict[str, Any]:
     """The outcome of a cell whose worker or job died before the cell could end (no file was
-    written): an error, shown with its traceback or log as a local cell's error is kept."""
+    written): an error whose message says `what` failed and why (`reason`, one line), shown at
+    once with `detail` (the traceback or the job's log), as a local cell's error keeps its traceback."""
     from tqdm.auto import tqdm
 
-    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-    first = text.strip().splitlines()[-1] if text.strip() else what
-    message = f"{what}: {first[:300]}"
+    message = f"{what}: {' '.join(reason.split())[:300]}"
     name = f"{cell.task.name} {cell.labels.get('variant', cell.rule.name)} s{cell.seed}"
-    tqdm.write(f"cell {name} ({cell.cell_id}) failed, {message}\n{(detail or text).rstrip()}", file=sys.stderr)
-    return {"status": "error", "message": message, "traceback": detail or text, "remote_failure": True}
+    tqdm.write(f"cell {name} ({cell.cell_id}) failed, {message}\n{detail.rstrip()}", file=sys.stderr)
+    return {"status": "error", "message": message, "traceback": detail, "remote_failure": True}
 
 
 def open_executor(execution: Execution, ctx: CellContext, jobs: int | None) -> CellExecutor:

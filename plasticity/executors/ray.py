@@ -118,7 +118,8 @@ class RayExecutor(CellExecutor):
             try:
                 result = self.ray.get(ref)
             except self.ray.exceptions.RayError as exc:
-                return cell, failure(cell, "its Ray task failed", exc, str(exc))
+                lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+                return cell, failure(cell, "its Ray task failed", f"{type(exc).__name__}: {lines[-1]}", str(exc))
             if result["status"] == FATAL:
                 raise PlasticityError(f"{result['message']} (on node {result.get('node')})")
             lines = result.pop("lines", None)

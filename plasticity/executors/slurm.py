@@ -158,13 +158,14 @@ class SlurmExecutor(CellExecutor):
             results = job.results()
         except Exception as exc:  # noqa: BLE001  the job died, was cancelled or ran out of requeues
             what = f"its Slurm job {job.job_id} failed"
-            return [(cell, failure(cell, what, exc, _log_tail(job, exc))) for cell in cells]
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            return [(cell, failure(cell, what, reason, _log_tail(job, exc))) for cell in cells]
         out = []
         for cell, result in zip(cells, results):
             if result is not None and result.get("status") == FATAL:
                 raise PlasticityError(f"{result['message']} (on node {result.get('node')}, job {job.job_id})")
             if not isinstance(result, dict):
-                result = failure(cell, f"its Slurm job {job.job_id} returned nothing", repr(result))
+                result = failure(cell, f"its Slurm job {job.job_id} returned nothing", repr(result)[:100], repr(result))
             out.append((cell, result))
         return out
 
