@@ -4,7 +4,8 @@ Each run is a fresh `plasticity run` command (its Ray start-up and job start-ups
 user pays them) into its own folder, with the same `--jobs` for every executor; the executors
 alternate so that drifting machine load hits each alike. Slurm is submitit's LocalExecutor
 (`--slurm backend=local`): jobs as processes on this machine, so its figure is the cost of a
-fresh Python per job, not a cluster's queue wait. Prints:
+fresh Python per job, not a cluster's queue wait. Each cell gets the same torch threads on every
+executor (local's share: CPUs // jobs). Prints:
 
   overhead  the quick suite with --jobs 2: wall time of each executor over local's, and the
             extra seconds per cell
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's plasticity, as the commands it starts use
 SCALING_SUITE = """name = "scaling12"
 description = "12 digits cells: bp, fa and dfa x 4 seeds, 5 epochs"
 seeds = 4
@@ -47,9 +49,23 @@ def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def with_threads(suite: str, jobs: int, folder: Path) -> str:
+    """The suite file with `[execution]` CPUs per cell set to local's share (cpu_count // jobs
+    torch threads per cell; a serial local run uses them all), so every executor computes each
+    cell with the same number of threads. Where a cell runs is not part of its identity."""
+    from plasticity.suite import resolve_suite_path
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    path = folder / f"{Path(suite).stem}-t{threads}.toml"
+    text = resolve_suite_path(suite).read_text()
+    path.write_text(text + f"\n[execution.ray]\ncpus = {threads}\n[execution.slurm]\ncpus = {threads}\n")
+    return str(path)
+
+
 def timed_run(suite: str, executor: str, jobs: int, folder: Path) -> float:
     """Wall seconds of one `plasticity run` command; a failed run stops the benchmark."""
     out = folder / f"{executor}-j{jobs}-{time.monotonic_ns()}"
+    suite = with_threads(suite, jobs, folder)
     command = [sys.executable, "-m", "plasticity.cli", "run", suite, "--out", str(out), "--jobs", str(jobs),
                "--device", "cpu", "--no-report", "--no-progress", *EXECUTOR_FLAGS[executor]]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -66,7 +66,8 @@ class RayExecutor(CellExecutor):
             address = execution.ray.address or os.environ.get("RAY_ADDRESS") or None
             handlers = _python_handlers()
             try:
-                ray.init(address=address, include_dashboard=False)
+                # a local Ray without its dashboard; a cluster's own settings are its own
+                ray.init(address=address) if address else ray.init(include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise PlasticityError(f"cannot connect to Ray at {address or '(a new local Ray)'}: {exc}") from None
             finally:  # Ray installs its own SIGTERM handler, which aborts: the run's own handling comes back
