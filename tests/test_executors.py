@@ -424,3 +424,34 @@ def test_a_preempted_slurm_job_is_requeued_and_its_cell_starts_again(tmp_path):
     assert "this job is preempted" in log and "Requeued" in log, log
     rec = read_cell(runs / f"{cell.cell_id}.jsonl")
     assert rec.final["status"] == "complete" and rec.header["provenance"]["executor"] == "slurm"
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for a command it starts in the background
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_sigterm_to_a_slurm_run_ends_its_jobs_even_from_a_background_shell(tmp_path):
+    pytest.importorskip("submitit", reason="the slurm extra is not installed: pip install -e '.[slurm]'")
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text('name = "sig"\nseeds = 1\n[budget]\nseconds = 60\n[[tasks]]\nname = "digits"\n'
+                          '[[rules]]\nname = "bp"\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", str(suite_file), "--out", str(out),
+                             "--no-progress", "--no-report", "--device", "cpu", "--executor", "slurm",
+                             "--slurm", "backend=local"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+    holder, deadline = None, time.time() + 120
+    while holder is None and time.time() < deadline:
+        parts = list((out / "runs").glob("*.jsonl.part")) if (out / "runs").is_dir() else []
+        holder = claims.read_holder(parts[0].with_name(parts[0].name[:-len(".jsonl.part")] + ".lock")) if parts else None
+        time.sleep(0.05)
+    assert holder, "the job never started its cell"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted by SIGTERM" in err, err
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{holder['pid']}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{holder['pid']}").exists(), "the job's task outlived the run"
+    assert not list((out / "runs").glob("*.jsonl"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ class SlurmExecutor(CellExecutor):
         # Slurm throttles the array itself; the local backend runs every job it is given at once
         self.slots = 10**9 if s.backend == "slurm" else (jobs or max(1, (os.cpu_count() or 1) // s.cpus))
         self.poll = POLL_SECONDS[s.backend]
+        self.local = s.backend == "local"
         self.job = RemoteJob(ctx.device, ctx.provenance, ctx.data_dir, tuple(ctx.plugin_dirs), "slurm", s.cpus,
                              execution.cells_per_gpu, runs_dir=ctx.runs_dir.resolve())
         self.buffer: list[Any] = []
@@ -172,13 +174,45 @@ class SlurmExecutor(CellExecutor):
     def stop(self) -> None:
         for job, _ in self.pending:
             try:
-                job.cancel(check=False)
+                job.cancel(check=False)  # scancel; for a local job, SIGINT to its controller
             except Exception:  # noqa: BLE001  finished meanwhile, or scancel missing: nothing left to stop
                 pass
+            if self.local:
+                _end_local_job(job)
         self.pending = []
 
     def close(self) -> None:
         pass
+
+
+def _end_local_job(job: Any) -> None:
+    """Kill a local job's controller and every process under it (its tasks): the controller
+    ignores SIGINT when started from a background shell, and its tasks ignore SIGTERM."""
+    proc = getattr(job, "_process", None)
+    if proc is None or proc.poll() is not None:
+        return
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (from /proc; none found where there is no /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def _log_tail(job: Any, exc: BaseException, lines: int = 30) -> str:
