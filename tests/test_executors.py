@@ -455,3 +455,27 @@ def test_sigterm_to_a_slurm_run_ends_its_jobs_even_from_a_background_shell(tmp_p
         time.sleep(0.1)
     assert not Path(f"/proc/{holder['pid']}").exists(), "the job's task outlived the run"
     assert not list((out / "runs").glob("*.jsonl"))
+
+
+def test_every_executor_takes_cells_one_at_a_time_behind_one_interface(local_numbers, tmp_path):
+    """What a search needs: submit a cell, wait for it, submit the next (here on the local pool)."""
+    from plasticity.executors import open_executor
+
+    suite = parse_suite(SUITE)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    ctx = CellContext(runs, "cpu", {}, None, [], suite_manifest(suite.cells), show=False)
+    ex = open_executor(Execution(), ctx, jobs=2)
+    try:
+        finished = []
+        for cell in suite.cells:
+            ex.submit(cell)
+            if ex.in_flight == ex.slots:
+                finished += ex.wait()
+        while ex.in_flight:
+            finished += ex.wait()
+    finally:
+        ex.close()
+    assert sorted(c.cell_id for c, _ in finished) == sorted(c.cell_id for c in suite.cells)
+    assert all(outcome["status"] == "complete" for _, outcome in finished)
+    assert _numbers(tmp_path) == local_numbers

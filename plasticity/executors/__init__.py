@@ -337,11 +337,13 @@ def failure(cell: Any, what: str, reason: str, detail: str) -> dict[str, Any]:
 
 
 def open_executor(execution: Execution, ctx: CellContext, jobs: int | None) -> CellExecutor:
-    """The remote executor `execution` names (`local` stays in the runner's own pool)."""
+    """The executor `execution` names, behind the one interface (`plasticity run` drives the
+    local pool itself; a search takes any of them from here)."""
     if execution.executor == "ray":
         from .ray import RayExecutor
         return RayExecutor(execution, ctx, jobs)
     if execution.executor == "slurm":
         from .slurm import SlurmExecutor
         return SlurmExecutor(execution, ctx, jobs)
-    raise PlasticityError(f"executor {execution.executor!r} is not remote; choices: {', '.join(EXECUTORS[1:])}")
+    from .local import LocalExecutor
+    return LocalExecutor(ctx, jobs)
