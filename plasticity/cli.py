@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__, registry
 from .errors import PlasticityError
+from .executors import EXECUTORS, check_device_name, parse_slurm_option
 from .params import describe
 
 KIND_WORDS = {"rules": "rule", "tasks": "task", "optimizers": "optimizer"}
@@ -27,6 +28,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="extra plugin folder with rule/task files (repeatable)")
 
 
+def _slurm_option(text: str) -> dict:
+    try:
+        return parse_slurm_option(text)
+    except PlasticityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plasticity", description="Benchmark biologically-plausible learning rules.")
     parser.add_argument("--version", action="version",
@@ -37,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite", nargs="?", default="quick",
                      help="suite name in suites/ or path to a TOML file (default: quick)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    run.add_argument("--jobs", type=int, default=1, help="worker processes running cells in parallel (default: 1)")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="cells running at once: local worker processes (default: 1), or Ray tasks or Slurm tasks "
+                          "(default: as many as the cluster takes)")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="data folder (default: $PLASTICITY_DATA or ~/.cache/plasticity)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default: reports/<suite name>)")
@@ -54,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "sqlite:///path, postgresql://..., mysql://... or journal:PATH (a shared file system)")
     run.add_argument("--search-only", action="store_true",
                      help="suites with [search]: run the search and stop before the final stage")
+    ex = run.add_argument_group("where the cells run (overrides the suite's [execution] table)")
+    ex.add_argument("--executor", choices=EXECUTORS, default=None,
+                    help="local worker processes (default), a Ray cluster, or Slurm job arrays through submitit")
+    ex.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                    help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray is started)")
+    ex.add_argument("--cells-per-gpu", type=int, default=None, metavar="N",
+                    help="pack N cells onto each GPU, each in its own process (Ray, Slurm)")
+    ex.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", type=_slurm_option,
+                    help="a Slurm setting of [execution.slurm], e.g. partition=gpu, time=120 (minutes), cpus=4, "
+                         "gpus=1, mem=16G, array_parallelism=64, backend=local (repeatable)")
     _add_common(run)
 
     rep = sub.add_parser("report", help="rebuild index.html and results.csv of a suite folder from its runs")
@@ -144,31 +164,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_suite
     from .suite import load_suite
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise PlasticityError(f"--jobs must be at least 1, got {args.jobs}")
-    resolve_device(args.device)  # a bad --device stops here, before anything reads as started
     from .suite import MAX_CELLS
     max_cells = MAX_CELLS if args.max_cells is None else args.max_cells
     if max_cells < 1:
         raise PlasticityError(f"--max-cells must be at least 1, got {max_cells}")
     registry.load_plugins(args.plugins)
     suite = load_suite(args.suite, [Path(p).resolve() for p in args.plugins], max_cells=max_cells)
+    slurm = {k: v for option in args.slurm for k, v in option.items()}
+    execution = suite.execution.with_overrides(args.executor, args.ray_address, args.cells_per_gpu, slurm)
+    if execution.executor == "local":
+        resolve_device(args.device)  # a bad --device stops here, before anything reads as started
+    else:
+        check_device_name(args.device)  # a remote cell resolves it where it runs
     out = args.out or Path("reports") / suite.name
     if suite.search is None and (args.storage or args.search_only):
         raise PlasticityError(f"--storage and --search-only apply to suites with a [search] table; suite "
                               f"{suite.name} has none")
+    where = "" if execution.executor == "local" else f" on {execution.executor}"
     try:
         if suite.search is not None:
             from .search import final_suite, run_search
-            searched = run_search(suite, out, args.storage, resolve_device(args.device), args.jobs, args.data_dir,
-                                  progress=not args.no_progress)
+            if execution.executor != "local":  # trials through Ray/Slurm: not yet (issue 15, item 3)
+                print(f"plasticity: the search's trials run here in local processes; its final stage runs"
+                      f"{where}", file=sys.stderr)
+            searched = run_search(suite, out, args.storage, resolve_device(args.device), args.jobs or 1,
+                                  args.data_dir, progress=not args.no_progress)
             if args.search_only:
                 print(f"search: {out / 'search' / 'search.json'}", file=sys.stderr)
                 return 0
             suite = final_suite(suite, searched)
-        print(f"suite {suite.name}: {len(suite.cells)} cells -> {out}", file=sys.stderr)
+        print(f"suite {suite.name}: {len(suite.cells)} cells{where} -> {out}", file=sys.stderr)
         summary = run_suite(suite, out, args.device, args.jobs, args.data_dir, progress=not args.no_progress,
-                            keep_stale=args.keep_stale)
+                            keep_stale=args.keep_stale, execution=execution)
     except KeyboardInterrupt as exc:
         # Ctrl-C, SIGTERM and SIGHUP alike: workers stopped, only .part files left; exit 128 + signal
         signum = getattr(exc, "signum", signal.SIGINT)

@@ -118,6 +118,30 @@ class CellWriter:
             self._claim = None
 
 
+def store_lines(runs_dir: Path, cell_id: str, lines: list[str]) -> Path:
+    """Write a cell's lines that were produced elsewhere (a remote worker without a shared file
+    system) through a `CellWriter`: the same claim, `.part` file and final rename as a cell run
+    here, and the same bytes (each line is a record the writer serialises again). Lines that do
+    not end in a final line are refused before anything is written."""
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError as exc:
+        raise PlasticityError(f"cell {cell_id}: a line handed back by its worker is not JSON ({exc})") from None
+    if (not records or not all(isinstance(r, dict) for r in records) or records[0].get("type") != "header"
+            or records[-1].get("type") != "final"):
+        raise PlasticityError(f"cell {cell_id}: its worker handed back {len(records)} lines that do not run "
+                              f"from a header to a final line")
+    writer = CellWriter(runs_dir, cell_id)
+    try:
+        for record in records[:-1]:
+            writer.write(record)
+        final = {k: v for k, v in records[-1].items() if k not in ("type", "evals")}
+        return writer.finish(final)
+    except BaseException:
+        writer.close()  # the .part file stays, never read as complete
+        raise
+
+
 def _is_regular(path: Path) -> bool:
     return stat.S_ISREG(os.lstat(path).st_mode)
 

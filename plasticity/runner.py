@@ -30,6 +30,7 @@ from . import registry
 from .claims import CellHeld, claim_cell, describe_holder
 from .engine import Progress, resolve_device, run_cell
 from .errors import PlasticityError
+from .executors import CellContext, Execution
 from .fingerprint import fingerprint, suite_manifest
 from .provenance import provenance
 from .results import MalformedRun, finished_record, needs_run, recorded_fingerprint, warn_malformed, write_json
@@ -173,10 +174,15 @@ def _attempt(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, A
             bar.close()
 
 
-def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int = 1,
-              data_dir: Path | None = None, progress: bool = True, keep_stale: bool = False) -> RunSummary:
+def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | None = None,
+              data_dir: Path | None = None, progress: bool = True, keep_stale: bool = False,
+              execution: Execution | None = None) -> RunSummary:
     """Run every cell of `suite` not already complete in `out_dir` with the same fingerprint (any
     finished one with `keep_stale`); return counts and errors.
+
+    `execution` (default: the suite's `[execution]` table) says where the cells run: here, in
+    `jobs` worker processes (default 1), or on Ray or Slurm with at most `jobs` cells at once
+    (default: as many as the cluster takes); see `plasticity.executors`.
 
     Cells are claimed one by one (claims.py), so several runs of one folder share the work: a
     cell another live run holds is skipped, named on stderr, retried every `POLL_SECONDS` once
@@ -187,7 +193,9 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int = 1,
     out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    execution = execution or suite.execution
+    remote = execution.executor != "local"
+    dev = torch.device("cpu") if remote else resolve_device(device)  # a remote cell resolves it where it runs
     unique: dict[str, Cell] = {}
     for cell in suite.cells:
         unique.setdefault(cell.cell_id, cell)
@@ -221,8 +229,11 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int = 1,
         overall.update(1)
 
     told: set[str] = set()
+    ctx = (CellContext(runs_dir, device, prov, Path(data_dir).resolve() if data_dir else None, suite.plugins,
+                       manifest, progress) if remote else None)
     try:
-        with signals_as_interrupt(), _executor(jobs, runs_dir, dev, prov, data_dir, suite.plugins, progress) as run:
+        with signals_as_interrupt(), _executor(jobs or 1, runs_dir, dev, prov, data_dir, suite.plugins, progress,
+                                               execution, ctx, jobs) as run:
             queue = todo
             while queue:
                 held: list[tuple[Cell, Any]] = []
@@ -262,9 +273,21 @@ def _tell_held(held: list[tuple[Cell, Any]], told: set[str]) -> None:
 
 @contextlib.contextmanager
 def _executor(jobs: int, runs_dir: Path, dev: torch.device, prov: dict[str, Any], data_dir: Path | None,
-              plugin_dirs: list[Path], show: bool) -> Iterator[Callable[[list[Cell]], Iterator[tuple[Cell, dict]]]]:
-    """A function that runs a list of cells here (jobs 1) or in worker processes and yields
-    (cell, outcome) as each ends."""
+              plugin_dirs: list[Path], show: bool, execution: Execution | None = None, ctx: CellContext | None = None,
+              remote_jobs: int | None = None) -> Iterator[Callable[[list[Cell]], Iterator[tuple[Cell, dict]]]]:
+    """A function that runs a list of cells here (jobs 1), in worker processes or on a remote
+    executor (Ray, Slurm) and yields (cell, outcome) as each ends."""
+    if execution is not None and ctx is not None and execution.executor != "local":
+        from .executors import open_executor
+        remote = open_executor(execution, ctx, remote_jobs)
+        try:
+            yield remote.run
+        except BaseException:
+            with _signals_ignored():
+                remote.stop()
+            raise
+        remote.close()
+        return
     if jobs <= 1:
         def serial(cells: list[Cell]) -> Iterator[tuple[Cell, dict[str, Any]]]:
             for cell in cells:

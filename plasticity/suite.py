@@ -33,6 +33,9 @@
     params = { lr = 0.05, momentum = 0.9 }
     schedule = "cosine"                 # learning rate over the budget: constant, cosine or linear (to 0)
 
+    [execution]                         # where the cells run: local (default), ray or slurm, with
+    executor = "local"                  # their settings; see plasticity/executors (the CLI wins)
+
     [[published]]                       # a published figure shown beside the measured one
     task = "mnist"
     rule = "bp"
@@ -71,6 +74,7 @@ from typing import Any
 
 from . import registry
 from .errors import ConfigError, closest
+from .executors import Execution, parse_execution
 from .params import (
     as_dict,
     check_plain,
@@ -84,7 +88,7 @@ from .verdicts import parse_claims
 SUITES_DIR = REPO_ROOT / "suites"
 DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
-            "rules", "optimizers", "published", "claims", "search"}
+            "rules", "optimizers", "published", "claims", "search", "execution"}
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
 #: the valid range of each budget limit (exclusive low end: a limit is positive)
 BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
@@ -156,6 +160,8 @@ class Suite:
     claims: list[dict[str, Any]] = field(default_factory=list)
     #: the validated [search] table (plasticity.search.space.SearchSpec), None without one
     search: Any = None
+    #: where the cells run ([execution]); never part of a cell's identity
+    execution: Execution = field(default_factory=Execution)
 
     def meta(self) -> dict[str, Any]:
         meta = {"name": self.name, "description": self.description, "source": str(self.path or ""),
@@ -320,11 +326,13 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     _label(cells)
     published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
     claims = parse_claims(_entries(doc, "claims", where), cells, where)
+    execution = parse_execution(doc.get("execution", {}), where)
     # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
     # 64 bits, control characters and deep nesting are refused wherever else they hide in the file.
     check_plain(doc, where)
     search = _search(doc, cells, where) if "search" in doc else None
-    return Suite(name, path, description, text, plugin_dirs, cells, published, claims, search)
+    return Suite(name, path, description, text, plugin_dirs, cells, published, claims=claims, search=search,
+                 execution=execution)
 
 
 def _search(doc: dict, cells: list[Cell], where: str) -> Any:

@@ -1,0 +1,109 @@
+"""What a remote worker (a Ray task, a Slurm task) does with one cell.
+
+`run_remote_cell` loads the plugins, takes its share of CPU threads and its GPU, refuses to run
+a cell whose fingerprint differs from the driver's (the node runs other code), records where it
+ran, and then either
+
+- writes the cell into the shared `runs/` folder under the cell's claim, exactly as a local
+  worker does (`runs_dir` given: Slurm, on the cluster's shared file system); or
+- runs it into a private temporary folder and hands its lines back (`runs_dir` None: Ray,
+  where the driver writes them through the results store, so nothing half-written ever
+  reaches the driver's folder).
+
+A `PlasticityError` (missing data, a bad parameter) comes back as a `fatal` outcome that stops
+the run with its message, as it does locally.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import registry
+from ..engine import resolve_device, run_cell
+from ..errors import PlasticityError
+from ..fingerprint import differing_parts, fingerprint
+from ..provenance import usable_cpus
+from ..suite import Cell
+
+FATAL = "fatal"  # an outcome, not a status: the run stops with the message
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """Everything a remote worker needs besides the cell (picklable; sent with every cell)."""
+    device: str
+    provenance: dict[str, Any]
+    data_dir: Path | None
+    plugin_dirs: tuple[Path, ...]
+    executor: str
+    #: torch threads of this cell: its share of the CPUs of its node or job
+    threads: int
+    cells_per_gpu: int = 1
+    #: the shared `runs/` folder, or None to hand the lines back to the driver
+    runs_dir: Path | None = None
+
+
+def worker_device(name: str, gpu_slot: int | None) -> torch.device:
+    """The device on the worker: 'auto' and 'cuda' resolved there (not on the driver, which may
+    have no GPU), and a task of a packed Slurm job placed on GPU `gpu_slot` of its job."""
+    dev = resolve_device(name)
+    if dev.type == "cuda" and dev.index is None and gpu_slot is not None:
+        dev = resolve_device(f"cuda:{gpu_slot % torch.cuda.device_count()}")
+    return dev
+
+
+def worker_provenance(base: dict[str, Any], dev: torch.device, job: RemoteJob, threads: int) -> dict[str, Any]:
+    """The driver's provenance with what only the worker knows: its node, device, GPU model,
+    threads and how many cells shared its GPU."""
+    on_gpu = dev.type == "cuda"
+    return {**base, "hostname": socket.gethostname(), "node": socket.gethostname(), "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if on_gpu else platform.processor() or "cpu",
+            "gpu_model": torch.cuda.get_device_name(dev) if on_gpu else None,
+            "cells_per_gpu": job.cells_per_gpu if on_gpu else None,
+            "executor": job.executor, "torch_threads": threads, "cpu_count": os.cpu_count(),
+            "usable_cpus": usable_cpus(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_slot: int | None = None,
+                    bar: Any = None) -> dict[str, Any]:
+    """Run one cell on this worker; the outcome (final line, held, fatal), plus `lines` (the
+    cell's JSON lines) when there is no shared `runs_dir`."""
+    try:
+        registry.load_plugins(list(job.plugin_dirs))
+        torch.set_num_threads(job.threads)
+        mine = fingerprint(cell)
+        if mine["hash"] != expected.get("hash"):
+            parts = ", ".join(differing_parts(mine, expected))
+            return {"status": "error", "node": socket.gethostname(),
+                    "message": f"not run: node {socket.gethostname()} runs other code or versions than the "
+                               f"driver (fingerprint differs in: {parts}); install the same checkout and "
+                               f"packages on every node"}
+        dev = worker_device(job.device, gpu_slot)
+        prov = worker_provenance(job.provenance, dev, job, job.threads)
+        if job.runs_dir is not None:
+            from ..runner import _attempt, _CellBar, _describe  # the local worker's own path
+            return {**_attempt(cell, job.runs_dir, dev, prov, job.data_dir,
+                               bar or _CellBar(_describe(cell), 1, False)), "node": prov["node"]}
+        return _run_for_lines(cell, dev, prov, job.data_dir)
+    except PlasticityError as exc:
+        return {"status": FATAL, "message": str(exc), "node": socket.gethostname()}
+
+
+def _run_for_lines(cell: Cell, dev: torch.device, prov: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
+    """Run the cell into a private folder on this node and return its final line and its lines."""
+    folder = Path(tempfile.mkdtemp(prefix="plasticity-cell-"))
+    try:
+        final = run_cell(cell, folder, dev, prov, data_dir)
+        suffix = ".error.jsonl" if final["status"] == "error" else ".jsonl"
+        lines = (folder / f"{cell.cell_id}{suffix}").read_text(encoding="utf-8").splitlines()
+        return {**final, "node": prov["node"], "lines": lines}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
