@@ -286,11 +286,20 @@ def _part_on_a_worker(cell_id: str) -> list[str]:
     return glob.glob(os.path.join(tempfile.gettempdir(), "plasticity-cell-*", f"{cell_id}.jsonl.part"))
 
 
+def _forget_killed_workers(cells) -> None:
+    """A worker killed outright leaves its private folder; cell ids repeat from run to run, so an old
+    folder would read as this run's cell being mid-run."""
+    for c in cells:
+        for part in _part_on_a_worker(c.cell_id):
+            shutil.rmtree(os.path.dirname(part), ignore_errors=True)
+
+
 def test_a_ray_worker_killed_mid_cell_leaves_nothing_and_the_rerun_resumes(ray_cluster, tmp_path):
     from plasticity.executors.ray import RayExecutor
 
     suite = parse_suite(SUITE.replace("updates = 30", "seconds = 60"))
     cell = suite.cells[0]
+    _forget_killed_workers([cell])
     out = tmp_path / "out"
     runs = out / "runs"
     runs.mkdir(parents=True)
@@ -370,18 +379,25 @@ def test_a_slurm_job_killed_mid_cell_is_reported_and_the_rerun_resumes(tmp_path)
         assert json.loads(path.read_text().splitlines()[-1])["status"] == "complete"
 
 
+def _start_long_run(tmp_path: Path, seeds: int, flags: list[str], **popen) -> tuple[Path, Path, subprocess.Popen]:
+    """`plasticity run` of `seeds` digits BP cells of 60 s each, started in the background with `flags`."""
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(f'name = "sig"\nseeds = {seeds}\n[budget]\nseconds = 60\n[[tasks]]\nname = "digits"\n'
+                          '[[rules]]\nname = "bp"\n')
+    _forget_killed_workers(parse_suite(suite_file.read_text()).cells)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", str(suite_file), "--out", str(out),
+                             "--no-progress", "--no-report", "--device", "cpu", *flags],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+    return suite_file, out, proc
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_sigterm_to_a_ray_run_stops_it_as_locally_and_leaves_nothing(tmp_path):
     """Ray's own SIGTERM handler aborts the process; the run keeps its own (exit 128 + 15, its message)."""
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
-    suite_file = tmp_path / "s.toml"
-    suite_file.write_text('name = "sig"\nseeds = 2\n[budget]\nseconds = 60\n[[tasks]]\nname = "digits"\n'
-                          '[[rules]]\nname = "bp"\n')
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", str(suite_file), "--out", str(out),
-                             "--no-progress", "--no-report", "--device", "cpu", "--executor", "ray", "--jobs", "2"],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    suite_file, out, proc = _start_long_run(tmp_path, 2, ["--executor", "ray", "--jobs", "2"])
     cells = parse_suite(suite_file.read_text()).cells
     deadline = time.time() + 120
     while time.time() < deadline and not all(_part_on_a_worker(c.cell_id) for c in cells):
@@ -433,14 +449,8 @@ def _ignore_sigint() -> None:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_sigterm_to_a_slurm_run_ends_its_jobs_even_from_a_background_shell(tmp_path):
     pytest.importorskip("submitit", reason="the slurm extra is not installed: pip install -e '.[slurm]'")
-    suite_file = tmp_path / "s.toml"
-    suite_file.write_text('name = "sig"\nseeds = 1\n[budget]\nseconds = 60\n[[tasks]]\nname = "digits"\n'
-                          '[[rules]]\nname = "bp"\n')
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "plasticity.cli", "run", str(suite_file), "--out", str(out),
-                             "--no-progress", "--no-report", "--device", "cpu", "--executor", "slurm",
-                             "--slurm", "backend=local"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+    _, out, proc = _start_long_run(tmp_path, 1, ["--executor", "slurm", "--slurm", "backend=local"],
+                                   preexec_fn=_ignore_sigint)
     holder, deadline = None, time.time() + 120
     while holder is None and time.time() < deadline:
         parts = list((out / "runs").glob("*.jsonl.part")) if (out / "runs").is_dir() else []
