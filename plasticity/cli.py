@@ -186,11 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if suite.search is not None:
             from .search import final_suite, run_search
-            if execution.executor != "local":  # trials through Ray/Slurm: not yet (issue 15, item 3)
-                print(f"plasticity: the search's trials run here in local processes; its final stage runs"
-                      f"{where}", file=sys.stderr)
-            searched = run_search(suite, out, args.storage, resolve_device(args.device), args.jobs or 1,
-                                  args.data_dir, progress=not args.no_progress)
+            remote = execution.executor != "local"
+            if remote:
+                print(f"search {suite.name}: trials{where}, the study in {args.storage or 'sqlite under ' + str(out)} "
+                      f"(every node must reach it)", file=sys.stderr)
+            device = args.device if remote else resolve_device(args.device)
+            searched = run_search(suite, out, args.storage, device, args.jobs if remote else args.jobs or 1,
+                                  args.data_dir, progress=not args.no_progress, execution=execution)
             if args.search_only:
                 print(f"search: {out / 'search' / 'search.json'}", file=sys.stderr)
                 return 0

@@ -489,3 +489,95 @@ def test_every_executor_takes_cells_one_at_a_time_behind_one_interface(local_num
     assert sorted(c.cell_id for c, _ in finished) == sorted(c.cell_id for c in suite.cells)
     assert all(outcome["status"] == "complete" for _, outcome in finished)
     assert _numbers(tmp_path) == local_numbers
+
+
+# ---- a search's trials through the executors (the study stays with the driver) --------------------
+
+SEARCH = SUITE.replace("seeds = 2\n", "") + """[search]
+trials = {trials}
+budget = {{ updates = 20 }}
+final_seeds = 1
+sampler = "random"
+pruner = "{pruner}"
+prune_after = 0.3
+[search.optimizer]
+lr = {{ log = [1e-3, 1e-1] }}
+[search.space.fa]
+rule = {{ feedback_scale = {{ log = [0.1, 3.0] }} }}
+"""
+
+
+def _trials(summary: dict) -> dict:
+    """Each trial's state, sampled parameters and objective, by (rule, number)."""
+    return {(s["rule"], t["number"]): (t["state"], t["params"], t["value"])
+            for s in summary["studies"] for t in s["trials"]}
+
+
+@pytest.fixture(scope="module")
+def local_search(tmp_path_factory):
+    """The reference: the search in this process, one torch thread (as each remote cell has)."""
+    from plasticity.search import run_search
+
+    out = tmp_path_factory.mktemp("search") / "out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = run_search(parse_suite(SEARCH.format(trials=2, pruner="none")), out, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return summary, _numbers(out / "search")
+
+
+@pytest.mark.parametrize("where", ["ray", "slurm"])
+def test_a_search_runs_its_trials_on_ray_and_slurm_with_the_local_results(where, local_search, tmp_path, request):
+    """Same sampled parameters, objectives and trial cells as the local search; the node is recorded."""
+    from plasticity.search import run_search
+
+    if where == "ray":
+        request.getfixturevalue("ray_cluster")
+        execution = Execution("ray")
+    else:
+        pytest.importorskip("submitit", reason="the slurm extra is not installed: pip install -e '.[slurm]'")
+        execution = parse_execution(SLURM_LOCAL, "test")
+    out = tmp_path / where
+    summary = run_search(parse_suite(SEARCH.format(trials=2, pruner="none")), out, device="cpu", jobs=2, progress=False,
+                         execution=execution)
+    reference, numbers = local_search
+    assert _trials(summary) == _trials(reference)
+    assert all(state == "COMPLETE" for state, _, _ in _trials(summary).values())
+    assert _numbers(out / "search") == numbers
+    prov = read_cell(next((out / "search" / "runs").glob("*.jsonl"))).header["provenance"]
+    assert prov["executor"] == where
+    assert not list((out / "search").rglob("*.lock")) and not list((out / "search" / "runs").glob("*.part"))
+
+
+def test_remote_trials_report_to_the_pruner_through_the_storage(ray_cluster, tmp_path):
+    """Each Ray worker reports its trial's running objective to the study (the driver only asks and
+    tells), so the median pruner sees every trial's curve and may stop the poor ones."""
+    import optuna
+
+    from plasticity.search import run_search
+    from plasticity.search.study import default_storage
+
+    out = tmp_path / "pruned"
+    summary = run_search(parse_suite(SEARCH.format(trials=4, pruner="median")), out, device="cpu", jobs=2,
+                         progress=False, execution=Execution("ray"))
+    for study in summary["studies"]:
+        trials = optuna.load_study(study_name=study["study"], storage=default_storage(out)).get_trials()
+        assert len(trials) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+        assert all(t.intermediate_values for t in trials), "a worker's reports reached the storage"
+
+
+def test_a_node_that_cannot_reach_the_storage_stops_the_search_naming_it(tmp_path):
+    import optuna
+
+    from plasticity.executors.remote import RemoteTrial
+    from plasticity.search.study import trial_reporter
+
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # what a node without the shared file system opens
+    trial = RemoteTrial(url, "s/digits/bp/0123456789", 0, "val_accuracy", None, {"updates": 20}, 0.3,
+                        optuna.pruners.MedianPruner())
+    with pytest.raises(PlasticityError, match=r"cannot use the search's storage sqlite:///.*elsewhere\.db.*"
+                                              r"give --storage a database every node reaches"):
+        trial_reporter(trial)
+    assert trial_reporter(RemoteTrial(url, "x", 0, "val_accuracy", None, {}, 0.3, None))([]) is None

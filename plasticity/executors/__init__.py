@@ -275,12 +275,13 @@ class CellExecutor:
     pairs, [] when nothing is in flight. An outcome is the cell's final line, or
     `{"status": "held", "holder": ...}` when another run holds it, or a final line with
     `"by_other_run": True` when another run finished it. A search submits its trials (cells)
-    the same way, one at a time, as it asks for them.
+    the same way, one at a time, as it asks for them, each with its `RemoteTrial` (Ray and
+    Slurm; a local search runs trials in its own processes).
     """
 
     slots: int = 1
 
-    def submit(self, cell: Any) -> None:
+    def submit(self, cell: Any, trial: Any = None) -> None:
         raise NotImplementedError
 
     def wait(self) -> list[tuple[Any, dict[str, Any]]]:

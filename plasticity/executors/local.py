@@ -28,9 +28,12 @@ class LocalExecutor(CellExecutor):
     def in_flight(self) -> int:
         return len(self.pending)
 
-    def submit(self, cell: Any) -> None:
+    def submit(self, cell: Any, trial: Any = None) -> None:
         from ..runner import _work
 
+        if trial is not None:
+            raise PlasticityError("a local search runs its trials in its own processes (plasticity.search.study), "
+                                  "not through the local pool")
         fut = self.pool.pool.submit(_work, cell, self.ctx.runs_dir, str(self.device), self.provenance,
                                     self.ctx.data_dir)
         self.pending[fut] = cell

@@ -88,13 +88,13 @@ class RayExecutor(CellExecutor):
     def in_flight(self) -> int:
         return len(self.pending) + len(self.ready)
 
-    def submit(self, cell: Any) -> None:
+    def submit(self, cell: Any, trial: Any = None) -> None:
         claim, outcome = claim_unfinished(cell, self.ctx)
         if claim is None:
             self.ready.append((cell, outcome))
             return
         try:
-            ref = self.task.remote(cell, self.job, self.ctx.manifest[cell.cell_id])
+            ref = self.task.remote(cell, self.job, self.ctx.manifest[cell.cell_id], trial=trial)
         except BaseException:
             claim.release()
             raise

@@ -12,6 +12,12 @@ ran, and then either
 
 A `PlasticityError` (missing data, a bad parameter) comes back as a `fatal` outcome that stops
 the run with its message, as it does locally.
+
+A search trial travels the same way with a `RemoteTrial` beside its cell: the worker trains it
+as `run_trial_cell` does locally, reporting each evaluation to the study's pruner through the
+search's storage (which every node must reach: `--storage`), and the driver tells the study the
+outcome. A trial that raises comes back as an `error` outcome (no finished file), as a trial
+that raises locally is told FAIL.
 """
 from __future__ import annotations
 
@@ -34,6 +40,22 @@ from ..provenance import usable_cpus
 from ..suite import Cell
 
 FATAL = "fatal"  # an outcome, not a status: the run stops with the message
+
+
+@dataclass(frozen=True)
+class RemoteTrial:
+    """A search trial sent with its cell: where its study lives and how the pruner hears it.
+
+    `pruner` None: the trial runs its whole budget without reporting (no pruning), so the worker
+    needs no connection to the storage."""
+    storage_url: str
+    study_name: str
+    trial_id: int
+    objective: str
+    threshold: float | None
+    budget: dict[str, Any]
+    prune_after: float
+    pruner: Any = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +95,9 @@ def worker_provenance(base: dict[str, Any], dev: torch.device, job: RemoteJob, t
 
 
 def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_slot: int | None = None,
-                    bar: Any = None) -> dict[str, Any]:
-    """Run one cell on this worker; the outcome (final line, held, fatal), plus `lines` (the
-    cell's JSON lines) when there is no shared `runs_dir`."""
+                    bar: Any = None, trial: RemoteTrial | None = None) -> dict[str, Any]:
+    """Run one cell (a search trial's, with `trial`) on this worker; the outcome (final line,
+    held, fatal), plus `lines` (the cell's JSON lines) when there is no shared `runs_dir`."""
     try:
         registry.load_plugins(list(job.plugin_dirs))
         torch.set_num_threads(job.threads)
@@ -88,6 +110,8 @@ def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_sl
                                f"packages on every node"}
         dev = worker_device(job.device, gpu_slot)
         prov = worker_provenance(job.provenance, dev, job, job.threads)
+        if trial is not None:
+            return _run_trial(cell, job, dev, prov, trial)
         if job.runs_dir is not None:
             from ..runner import _attempt, _CellBar, _describe  # the local worker's own path
             return {**_attempt(cell, job.runs_dir, dev, prov, job.data_dir,
@@ -107,3 +131,38 @@ def _run_for_lines(cell: Cell, dev: torch.device, prov: dict[str, Any], data_dir
         return {**final, "node": prov["node"], "lines": lines}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_trial(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any],
+               trial: RemoteTrial) -> dict[str, Any]:
+    """A search trial on this worker: into the shared `runs_dir` under the cell's claim, or into a
+    private folder whose lines go back; an exception other than Ctrl-C is an `error` outcome."""
+    import traceback
+
+    from ..claims import CellHeld, claim_cell
+    from ..runner import HELD
+    from ..search.objective import run_trial_cell
+    from ..search.study import trial_reporter
+
+    node = prov["node"]
+    on_eval = trial_reporter(trial)
+    try:
+        if job.runs_dir is not None:
+            try:
+                claim = claim_cell(job.runs_dir, cell.cell_id)
+            except CellHeld as held:
+                return {"status": HELD, "holder": held.holder, "node": node}
+            with claim:
+                return {**run_trial_cell(cell, job.runs_dir, dev, prov, job.data_dir, on_eval), "node": node}
+        folder = Path(tempfile.mkdtemp(prefix="plasticity-cell-"))
+        try:
+            final = run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval)
+            lines = (folder / f"{cell.cell_id}.jsonl").read_text(encoding="utf-8").splitlines()
+            return {**final, "node": node, "lines": lines}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    except PlasticityError:
+        raise
+    except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a local trial that raises
+        return {"status": "error", "message": f"{type(exc).__name__}: {exc}"[:500],
+                "traceback": traceback.format_exc(), "node": node}

@@ -70,6 +70,8 @@ class CellTasks:
     expected: list[dict[str, Any]]
     job: RemoteJob
     gpus: int
+    #: a search trial's `RemoteTrial` per cell (None for a suite's cells)
+    trials: list[Any] | None = None
 
     def __call__(self) -> dict[str, Any] | None:
         import submitit
@@ -78,7 +80,8 @@ class CellTasks:
         if rank >= len(self.cells):
             return None  # the last job of the array may hold fewer cells than it has tasks
         slot = rank // self.job.cells_per_gpu if self.gpus else None
-        return run_remote_cell(self.cells[rank], self.job, self.expected[rank], gpu_slot=slot)
+        trial = self.trials[rank] if self.trials else None
+        return run_remote_cell(self.cells[rank], self.job, self.expected[rank], gpu_slot=slot, trial=trial)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
@@ -110,6 +113,7 @@ class SlurmExecutor(CellExecutor):
         self.job = RemoteJob(ctx.device, ctx.provenance, ctx.data_dir, tuple(ctx.plugin_dirs), "slurm", s.cpus,
                              execution.cells_per_gpu, runs_dir=ctx.runs_dir.resolve())
         self.buffer: list[Any] = []
+        self.trials: dict[int, Any] = {}  # id(cell) -> its RemoteTrial, for a search's cells
         self.pending: list[tuple[Any, list[Any]]] = []
         self.ready: list[tuple[Any, dict[str, Any]]] = []
 
@@ -117,13 +121,14 @@ class SlurmExecutor(CellExecutor):
     def in_flight(self) -> int:
         return len(self.buffer) + sum(len(cells) for _, cells in self.pending) + len(self.ready)
 
-    def submit(self, cell: Any) -> None:
+    def submit(self, cell: Any, trial: Any = None) -> None:
         claim, outcome = claim_unfinished(cell, self.ctx)
         if claim is None:
             self.ready.append((cell, outcome))
             return
         claim.release()  # the job claims it again where it runs
         self.buffer.append(cell)
+        self.trials[id(cell)] = trial
 
     def _flush(self) -> None:
         """Submit the buffered cells as one job array."""
@@ -131,8 +136,8 @@ class SlurmExecutor(CellExecutor):
             return
         chunks = [self.buffer[i:i + self.tasks] for i in range(0, len(self.buffer), self.tasks)]
         self.buffer = []
-        calls = [CellTasks(chunk, [self.ctx.manifest[c.cell_id] for c in chunk], self.job, self.gpus)
-                 for chunk in chunks]
+        calls = [CellTasks(chunk, [self.ctx.manifest[c.cell_id] for c in chunk], self.job, self.gpus,
+                           [self.trials.pop(id(c), None) for c in chunk]) for chunk in chunks]
         try:
             with self.executor.batch():
                 jobs = [self.executor.submit(call) for call in calls]

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -56,6 +56,10 @@ from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, w
 from ..suite import Cell, Suite, _label
 from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
 from .space import Dist, SearchSpec, apply_params
+
+if TYPE_CHECKING:
+    from ..executors import Execution
+    from ..executors.remote import RemoteTrial
 
 SEARCH_DIR = "search"
 ASK_LOCK = "ask"
@@ -323,10 +327,46 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
         return trial, claim
 
 
-def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
-    """Train one trial's cell (or read it when already finished) and tell the study; return the state."""
+def pruning_hook(live: Any, objective: str, threshold: float | None, budget: dict[str, Any],
+                 prune_after: float) -> Callable[[list[dict[str, Any]]], None]:
+    """The `on_eval` of a trial: past `prune_after` of its budget, report the running objective to
+    the study (`live`, an Optuna trial) and stop the cell with `Pruned` when the pruner says so."""
+
+    def on_eval(evals: list[dict[str, Any]]) -> None:
+        line = evals[-1]
+        if line["updates"] == 0 or budget_share(line, budget) < prune_after:
+            return
+        live.report(objective_value(objective, evals, threshold), step=int(line["updates"]))
+        if live.should_prune():
+            raise Pruned(int(line["updates"]))
+
+    return on_eval
+
+
+def trial_reporter(trial: RemoteTrial) -> Callable[[list[dict[str, Any]]], None]:
+    """On a remote worker: the `on_eval` of `trial`, connected to its study through the storage
+    (a node that cannot reach it is a PlasticityError naming the storage; nothing to connect to
+    when the search has no pruner)."""
+    if trial.pruner is None:
+        return lambda evals: None
     optuna = _optuna()
-    states = optuna.trial.TrialState
+    try:
+        storage = open_storage(trial.storage_url)
+        study = optuna.load_study(study_name=trial.study_name, storage=storage, pruner=trial.pruner,
+                                  sampler=optuna.samplers.RandomSampler())
+    except (ConfigError, KeyError) as exc:
+        raise PlasticityError(f"node {socket.gethostname()} cannot use the search's storage {trial.storage_url} "
+                              f"({' '.join(str(exc).split())[:200]}); its pruner reports from the node: give "
+                              f"--storage a database every node reaches (postgresql://..., mysql://..., or "
+                              f"journal:PATH on a shared file system)") from None
+    live = optuna.trial.Trial(study, trial.trial_id)
+    return pruning_hook(live, trial.objective, trial.threshold, trial.budget, trial.prune_after)
+
+
+def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> Cell | str:
+    """The cell `trial` trains, or the state it was told at once: "fail" for a combination the
+    rule refuses, "complete" when the same configuration finished before (no new compute)."""
+    states = _optuna().trial.TrialState
     spec: SearchSpec = ctx.suite.search
     try:
         cell = trial_cell(ctx.suite.name, spec, key, dict(trial.params))
@@ -340,24 +380,42 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
         value, final = done
         for k, v in _final_attrs(final).items():
             trial.set_user_attr(k, v)
-        trial.set_user_attr("reused", True)  # the same configuration ran before: no new compute
+        trial.set_user_attr("reused", True)
         study.tell(trial, value)
         return "complete"
+    return cell
 
-    def on_eval(evals: list[dict[str, Any]]) -> None:
-        line = evals[-1]
-        if line["updates"] == 0 or budget_share(line, spec.budget) < spec.prune_after:
-            return
-        trial.report(objective_value(spec.objective, evals, spec.threshold), step=int(line["updates"]))
-        if trial.should_prune():
-            raise Pruned(int(line["updates"]))
 
+def _tell_final(study: Any, trial: Any, final: dict[str, Any], value: float | None) -> str:
+    """Tell the study how a trial's cell ended: pruned, complete with `value`, or failed."""
+    states = _optuna().trial.TrialState
+    for k, v in _final_attrs(final).items():
+        trial.set_user_attr(k, v)
+    if final["status"] == PRUNED:
+        study.tell(trial, state=states.PRUNED)
+        return "pruned"
+    if value is None:
+        trial.set_user_attr("message", str(final.get("message") or final.get("status"))[:500])
+        study.tell(trial, state=states.FAIL)
+        return "fail"
+    study.tell(trial, value)
+    return "complete"
+
+
+def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
+    """Train one trial's cell here (or read it when already finished) and tell the study; return the state."""
+    states = _optuna().trial.TrialState
+    spec: SearchSpec = ctx.suite.search
+    cell = _prepare_trial(study, trial, key, ctx)
+    if isinstance(cell, str):
+        return cell
     seen: list[list[dict[str, Any]]] = []
+    hook = pruning_hook(trial, spec.objective, spec.threshold, spec.budget, spec.prune_after)
 
     def record(evals: list[dict[str, Any]]) -> None:
         if not seen:
             seen.append(evals)
-        on_eval(evals)
+        hook(evals)
 
     try:
         final = run_trial_cell(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, record)
@@ -373,13 +431,8 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
         if isinstance(exc, Exception) and not isinstance(exc, PlasticityError):
             return "fail"
         raise
-    for k, v in _final_attrs(final).items():
-        trial.set_user_attr(k, v)
-    if final["status"] == PRUNED:
-        study.tell(trial, state=states.PRUNED)
-        return "pruned"
-    study.tell(trial, objective_value(spec.objective, seen[0], spec.threshold))
-    return "complete"
+    value = objective_value(spec.objective, seen[0], spec.threshold) if final["status"] != PRUNED else None
+    return _tell_final(study, trial, final, value)
 
 
 def _worker(ctx: Context, on_trial: Callable[[], None] | None = None) -> None:
@@ -422,11 +475,19 @@ def _done_count(storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> int:
     return total
 
 
-def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: torch.device | None = None,
-               jobs: int = 1, data_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every study of the suite's search with `jobs` processes; write and return `search.json`."""
+def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: torch.device | str | None = None,
+               jobs: int | None = 1, data_dir: Path | None = None, progress: bool = True,
+               execution: Execution | None = None) -> dict[str, Any]:
+    """Run (or resume) every study of the suite's search; write and return `search.json`.
+
+    Locally (the default), `jobs` processes each ask, train and tell. With a Ray or Slurm
+    `execution`, this process asks and tells, and the trials' cells run on the executor's
+    workers, at most `jobs` at once (default: as many as the executor runs at once); each worker
+    reports to the pruner through the storage, which every node must reach.
+    """
     from ..runner import signals_as_interrupt
 
+    remote = execution is not None and execution.executor != "local"
     out = Path(out)
     if storage_url:
         storage = open_storage(storage_url)  # checked before anything runs or is written
@@ -434,7 +495,8 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     url = storage_url or default_storage(out)
     if not storage_url:
         storage = open_storage(url)
-    dev = device or torch.device("cpu")
+    device_name = str(device or "cpu")
+    dev = torch.device("cpu") if remote else torch.device(device_name)  # a remote trial resolves it where it runs
     keys = study_keys(suite)
     total = sum(k.trials for k in keys)
     ctx = Context(suite, out, url, dev, data_dir, provenance(dev, ",".join(sorted({k.base.dtype for k in keys}))))
@@ -443,14 +505,16 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     started = time.perf_counter()
     try:
         with signals_as_interrupt():
-            if jobs <= 1:
+            if remote:
+                _run_remote(ctx, execution, device_name, jobs, lambda: _sync_bar(bar, storage, suite.search, keys))
+            elif (jobs or 1) <= 1:
                 _worker(ctx, lambda: _sync_bar(bar, storage, suite.search, keys))
             else:
                 _run_processes(ctx, jobs, bar, storage, keys)
     finally:
         bar.close()
     wall = time.perf_counter() - started
-    summary = export(storage, suite, keys, out, wall, jobs)
+    summary = export(storage, suite, keys, out, wall, jobs or 1)
     return summary
 
 
@@ -483,6 +547,80 @@ def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[
     if bad:
         raise PlasticityError(f"{len(bad)} search process{'es' if len(bad) > 1 else ''} ended with exit code "
                               f"{bad[0]}; finished trials are kept: run the same command again to resume")
+
+
+def _run_remote(ctx: Context, execution: Execution, device_name: str, jobs: int | None,
+                on_trial: Callable[[], None]) -> None:
+    """Trials through a Ray or Slurm executor: ask (under the ask lock, as a local process does),
+    send the trial's cell with its `RemoteTrial`, and tell each outcome as it comes back. This
+    process holds each trial's claim until it has told the study, so a driver killed mid-search
+    leaves its trials to the next run's sweep, as a local process does."""
+    from ..executors import CellContext, open_executor
+    from ..executors.remote import RemoteTrial
+
+    optuna = _optuna()
+    spec: SearchSpec = ctx.suite.search
+    cell_ctx = CellContext(ctx.runs_dir, device_name, ctx.prov, ctx.data_dir, list(ctx.suite.plugins), {}, show=False)
+    ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+    executor = open_executor(execution, cell_ctx, jobs)
+    storage = open_storage(ctx.storage_url)
+    flying: dict[int, tuple[Any, Any, Claim]] = {}  # id(cell) -> (study, trial, claim)
+
+    def tell(cell: Cell, outcome: dict[str, Any]) -> None:
+        study, trial, claim = flying.pop(id(cell))
+        try:
+            if outcome.get("node"):
+                trial.set_user_attr("node", outcome["node"])
+            if outcome["status"] in FINISHED:
+                done = _finished_value(ctx.runs_dir, cell, spec)
+                _tell_final(study, trial, outcome, done[0] if done else None)
+            else:  # pruned, error, held
+                held = f"held by {outcome.get('holder')}" if outcome.get("holder") else None
+                reason = outcome.get("message") or held
+                _tell_final(study, trial, {**outcome, "message": reason}, None)
+        finally:
+            claim.release()
+        on_trial()
+
+    try:
+        for key in study_keys(ctx.suite):
+            study = load_study(storage, spec, key)
+            pruner = None if spec.pruner == "none" else _pruner(spec, key)
+            while True:
+                if executor.in_flight >= executor.slots:
+                    for cell, outcome in executor.wait():
+                        tell(cell, outcome)
+                    continue
+                nxt = _next_trial(study, key, ctx)
+                if nxt is None:
+                    break
+                trial, claim = nxt
+                try:
+                    cell = _prepare_trial(study, trial, key, ctx)
+                except BaseException:
+                    claim.release()
+                    raise
+                if isinstance(cell, str):
+                    claim.release()
+                    on_trial()
+                    continue
+                cell_ctx.manifest[cell.cell_id] = fingerprint(cell)
+                flying[id(cell)] = (study, trial, claim)
+                executor.submit(cell, trial=RemoteTrial(ctx.storage_url, key.name, trial._trial_id, spec.objective,
+                                                        spec.threshold, dict(spec.budget), spec.prune_after, pruner))
+        while executor.in_flight:
+            for cell, outcome in executor.wait():
+                tell(cell, outcome)
+    except BaseException as exc:
+        executor.stop()
+        for study, trial, claim in flying.values():  # cut short: told FAIL, their .part files never read as done
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("message", f"cut short ({type(exc).__name__})")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            claim.release()
+        raise
+    finally:
+        executor.close()
 
 
 # ---- export and the final stage ----------------------------------------------------------------
