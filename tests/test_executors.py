@@ -201,7 +201,7 @@ def test_each_task_of_a_packed_job_runs_its_own_cell_on_its_gpu(monkeypatch):
     cells = parse_suite(SUITE).cells[:3]
     job = RemoteJob("cuda", {}, None, (), "slurm", threads=3, cells_per_gpu=2)
     calls = []
-    monkeypatch.setattr(slurm, "run_remote_cell", lambda cell, job, exp, gpu_slot: calls.append((cell, gpu_slot)))
+    monkeypatch.setattr(slurm, "run_remote_cell", lambda cell, job, exp, gpu_slot, trial=None: calls.append((cell, gpu_slot)))
     tasks = slurm.CellTasks(cells, [{}] * 3, job, gpus=2)
     for rank in range(4):
         monkeypatch.setattr(submitit, "JobEnvironment", lambda rank=rank: type("E", (), {"local_rank": rank}))
