@@ -65,6 +65,19 @@ def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:
     return list(itertools.takewhile(lambda p: p <= limit, log_points(per_decade)))
 
 
+def evaluation_points(evaluation: dict[str, Any], max_updates: int | None) -> Iterator[int]:
+    """The update counts to evaluate at: log-spaced (`per_decade`), or `points` evenly spaced over
+    `max_updates` (which then must be known: an updates or epochs budget)."""
+    points = evaluation.get("points")
+    if not points:
+        return log_points(evaluation["per_decade"])
+    if max_updates is None:
+        raise ConfigError(f"[evaluation] points = {points} spaces evaluations evenly over the update budget, "
+                          f"but the budget is in seconds only; give updates or epochs, or use per_decade")
+    even = sorted({max(1, math.ceil(max_updates * i / points)) for i in range(1, points + 1)})
+    return itertools.chain(even, itertools.repeat(max_updates + 1))
+
+
 def log_points(per_decade: int) -> Iterator[int]:
     """The endless schedule of `log_schedule`, lazily: each point costs O(1) whatever `per_decade` is.
 
@@ -172,7 +185,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     max_updates = min(limits) if limits else None
     scheduler = lr_scheduler(rule.optimizer, cell.optimizer.schedule, max_updates)
     max_seconds = budget.get("seconds")
-    schedule = log_points(cell.evaluation["per_decade"])
+    schedule = evaluation_points(cell.evaluation, max_updates)
     next_eval = next(schedule)
     every_epoch = cell.evaluation["every_epoch"]
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
@@ -191,7 +204,8 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
 
     def record(last: bool = False) -> dict[str, Any]:
         val_acc, val_loss = evaluate(net, data.val)
-        test_acc, _ = evaluate(net, data.test)
+        # a search trial's cell never evaluates the test split (search.space.TRIAL_EVALUATION)
+        test_acc = evaluate(net, data.test)[0] if cell.evaluation.get("test", True) else None
         line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
                 "examples": state.examples, "train_seconds": train_seconds,
                 "train_loss": float(torch.stack(losses).double().mean()) if losses else None,

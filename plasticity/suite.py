@@ -15,6 +15,8 @@
     every_epoch = true
     feedback_metrics = 1                # feedback/alignment metrics every k-th evaluation (0: never;
                                         # always at the last); absent: every evaluation
+    points = 4                          # instead of per_decade: 4 evenly spaced points over an updates
+                                        # or epochs budget (a search trial's few pruning points)
 
     [[tasks]]
     name = "digits"
@@ -92,9 +94,9 @@ TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evalu
 BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
 #: the valid range of each budget limit (exclusive low end: a limit is positive)
 BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
-EVAL_KEYS = {"per_decade": int, "every_epoch": bool, "feedback_metrics": int}
+EVAL_KEYS = {"per_decade": int, "every_epoch": bool, "feedback_metrics": int, "points": int}
 #: (low, high) of each integer in [evaluation]; 1,000 per decade already evaluates every update up to 400
-EVAL_RANGES = {"per_decade": (1, 1000), "feedback_metrics": (0, 10**9)}
+EVAL_RANGES = {"per_decade": (1, 1000), "feedback_metrics": (0, 10**9), "points": (1, 100_000)}
 SEED_MAX = 2**32 - 1
 #: suites expanding to more cells are refused before expansion (`plasticity run --max-cells N` raises it)
 MAX_CELLS = 10_000
@@ -258,12 +260,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
                           f"{closest(dtype, DTYPES)}")
     budget = _budget(doc.get("budget", {}), f"{where}: [budget]")
     evaluation = {"per_decade": 10, "every_epoch": True}
-    evaluation.update(_checked_table(doc.get("evaluation", {}), EVAL_KEYS, f"{where}: [evaluation]"))
-    for key, (low, high) in EVAL_RANGES.items():
-        if key in evaluation and not low <= evaluation[key] <= high:
-            rng = ("be 0 (never) or k in 1..{high:,} (every k-th evaluation)" if key == "feedback_metrics"
-                   else "lie in {low}..{high:,}").format(low=low, high=high)
-            raise ConfigError(f"{where}: [evaluation] {key} must {rng}, got {evaluation[key]}")
+    evaluation.update(checked_evaluation(doc.get("evaluation", {}), f"{where}: [evaluation]"))
 
     task_entries = _entries(doc, "tasks", where)
     if not task_entries:
@@ -295,6 +292,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         task_budget = {k: task_budget.get(k) for k in BUDGET_KEYS}
         if all(v is None for v in task_budget.values()):
             raise ConfigError(f"{t_where}: no budget: set updates, epochs or seconds")
+        check_points(evaluation, task_budget, t_where)
         tasks.append((t, t_where, task_cls, task_budget, _grid_size(t, t_where)))
     rules = []
     for ri, r in enumerate(rule_entries):
@@ -508,6 +506,25 @@ def _entries(doc: dict, key: str, where: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
     return value
+
+
+def check_points(evaluation: dict[str, Any], budget: dict[str, Any], where: str) -> None:
+    """`points` spaces evaluations over the update budget: refused when the budget is in seconds only."""
+    if evaluation.get("points") and budget.get("updates") is None and budget.get("epochs") is None:
+        raise ConfigError(f"{where}: evaluation points = {evaluation['points']} spaces evaluations evenly over the "
+                          f"update budget, but the budget is in seconds only; give updates or epochs, or use "
+                          f"per_decade")
+
+
+def checked_evaluation(table: Any, where: str) -> dict[str, Any]:
+    """An evaluation table (`[evaluation]`, or a search's trial evaluation) checked: known keys, types, ranges."""
+    evaluation = _checked_table(table, EVAL_KEYS, where)
+    for key, (low, high) in EVAL_RANGES.items():
+        if key in evaluation and not low <= evaluation[key] <= high:
+            rng = ("be 0 (never) or k in 1..{high:,} (every k-th evaluation)" if key == "feedback_metrics"
+                   else "lie in {low}..{high:,}").format(low=low, high=high)
+            raise ConfigError(f"{where} {key} must {rng}, got {evaluation[key]}")
+    return evaluation
 
 
 def _check_keys(table: dict, known: set[str], where: str) -> None:

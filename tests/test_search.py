@@ -79,12 +79,39 @@ def test_search_table_is_parsed_with_equal_trials_and_fresh_final_seeds():
     (("budget = { updates = 20 }", ""), r"budget is required"),
     (("final_seeds = 2", "final_seeds = [0, 5]"), r"final_seeds holds trial_seed 0"),
     (("name = \"s\"", "name = \"s\"\nseeds = 3"), r"takes its seeds from \[search\]"),
+    (('sampler = "random"', 'sampler = "random"\nevaluation = { points = 0 }'), r"\[search\]\.evaluation points must lie in 1\.\.100,000, got 0"),
+    (('sampler = "random"', 'sampler = "random"\nevaluation = { test = true }'), r"\[search\]\.evaluation: unknown key 'test'"),
+    (("budget = { updates = 20 }", "budget = { seconds = 5 }\nevaluation = { points = 4 }"), r"\[search\]\.evaluation: evaluation points = 4 spaces evaluations evenly over the update budget, but the budget is in seconds only"),
 ])
 def test_bad_search_tables_are_refused_naming_the_key(change, message):
     text = suite_text()
     assert change[0] in text
     with pytest.raises(ConfigError, match=message):
         parse_suite(text.replace(change[0], change[1], 1), Path("bad.toml"))
+
+
+def test_evenly_spaced_points_need_an_update_budget_in_any_suite():
+    text = 'name = "p"\n[budget]\nseconds = 5\n[evaluation]\npoints = 4\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
+    with pytest.raises(ConfigError, match=r"points = 4 spaces evaluations evenly over the update budget, but the "
+                                          r"budget is in seconds only; give updates or epochs, or use per_decade"):
+        parse_suite(text, Path("p.toml"))
+
+
+def test_a_trial_evaluates_validation_only_at_its_evenly_spaced_points(tmp_path):
+    """Test data never reaches the search, not even into a trial's file, and a trial pays for the
+    few evaluations its pruner reads (here 4 evenly spaced, plus the untrained net)."""
+    from plasticity.search import run_search
+
+    suite = parse_suite(suite_text(trials=2, extra="evaluation = { points = 4 }"))
+    run_search(suite, tmp_path, progress=False)
+    files = sorted((tmp_path / "search" / "runs").glob("*.jsonl"))
+    assert len(files) == 4
+    for path in files:
+        rec = read_cell(path)
+        assert [e["updates"] for e in rec.evals] == [0, 5, 10, 15, 20]
+        assert all(e["test_accuracy"] is None and e["val_accuracy"] is not None for e in rec.evals)
+        assert not any("feedback" in e for e in rec.evals), "no feedback metrics in a trial"
+        assert rec.final["test_accuracy"] is None
 
 
 def test_a_grid_of_a_searched_rule_is_refused():

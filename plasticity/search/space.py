@@ -13,6 +13,8 @@
     seed = 0                        # the sampler's seed
     trial_seed = 0                  # the seed every trial trains with
     final_seeds = 3                 # fresh seeds of the final stage: a count (trial_seed+1, ...) or a list
+    evaluation = { per_decade = 2 } # a trial's evaluation points (the suite's [evaluation] keys; default: the
+                                    # suite's points, no feedback metrics). A trial never evaluates test data.
 
     [search.optimizer]              # the optimizer space of every rule that names none below
     lr = { log = [1e-4, 1e-1] }
@@ -27,7 +29,8 @@ Distributions: `log = [low, high]` (0 < low < high), `uniform = [low, high]` (lo
 `int = [low, high]` (whole numbers, low < high), `choice = [v, ...]` (distinct values). Each
 bound and choice is checked against the parameter's own type and range (`make_params`), so a
 value the rule would refuse is refused here. Validation data drives every decision of the
-search; a trial cell records test accuracy like any cell, but nothing of the search reads it.
+search, and a trial cell does not evaluate the test split at all (its `test_accuracy` is null):
+that evaluation was two thirds of a trial's evaluation time and nothing of the search may read it.
 """
 from __future__ import annotations
 
@@ -44,7 +47,9 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
 DISTRIBUTIONS = ("log", "uniform", "int", "choice")
 SEARCH_KEYS = {"objective", "threshold", "trials", "trials_per_rule", "budget", "sampler", "pruner", "prune_after",
-               "seed", "trial_seed", "final_seeds", "optimizer", "space"}
+               "seed", "trial_seed", "final_seeds", "optimizer", "space", "evaluation"}
+#: what a trial cell's evaluation changes from its suite's: no test split, no feedback metrics (a search reads neither)
+TRIAL_EVALUATION = {"test": False, "feedback_metrics": 0}
 SPACE_KEYS = {"rule", "optimizer"}
 SCHEDULE = "schedule"  # in an optimizer space: the learning-rate schedule, not an optimizer parameter
 MAX_TRIALS = 100_000
@@ -103,6 +108,8 @@ class SearchSpec:
     trial_seed: int
     final_seeds: list[int]
     spaces: dict[str, RuleSpace]  # per rule
+    #: a trial cell's evaluation over its suite's: TRIAL_EVALUATION and the table's `evaluation`
+    evaluation: dict[str, Any] = field(default_factory=lambda: dict(TRIAL_EVALUATION))
 
     @property
     def direction(self) -> str:
@@ -118,7 +125,7 @@ class SearchSpec:
                 "trials": self.trials, "default_trials": self.default_trials, "equal_trials": self.equal_trials,
                 "budget": self.budget, "sampler": self.sampler, "pruner": self.pruner,
                 "prune_after": self.prune_after, "seed": self.seed, "trial_seed": self.trial_seed,
-                "final_seeds": self.final_seeds,
+                "final_seeds": self.final_seeds, "evaluation": self.evaluation,
                 "spaces": {r: {k: d.describe() for k, d in s.flat().items()} for r, s in self.spaces.items()}}
 
 
@@ -188,7 +195,16 @@ def _check_against(dists: dict[str, Dist], params_cls: type, fixed: dict[str, An
 
 def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any]) -> SearchSpec:
     """Validate `[search]` against the suite's (task, rule) base cells (one setting each)."""
-    from ..suite import BUDGET_KEYS, NO_OPTIMIZER, SCHEDULES, _budget, _check_keys, _seeds
+    from ..suite import (
+        BUDGET_KEYS,
+        NO_OPTIMIZER,
+        SCHEDULES,
+        _budget,
+        _check_keys,
+        _seeds,
+        check_points,
+        checked_evaluation,
+    )
 
     where = f"{where}: [search]"
     if not isinstance(table, dict):
@@ -222,6 +238,8 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
     final_seeds = [trial_seed + 1 + s for s in final] if isinstance(raw_final, int) else list(final)
     if trial_seed in final_seeds:
         raise ConfigError(f"{where}: final_seeds holds trial_seed {trial_seed}: the final stage runs on fresh seeds")
+    evaluation = {**TRIAL_EVALUATION, **checked_evaluation(table.get("evaluation", {}), f"{where}.evaluation")}
+    check_points(evaluation, budget, f"{where}.evaluation")
 
     rules = {}
     for (task, rule), cell in base_cells.items():
@@ -294,7 +312,7 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
                 raise ConfigError(f"{where}: {trial_counts[rule]} trials for rule '{rule}', but its grid has only "
                                   f"{size} points; lower trials to at most {size}")
     return SearchSpec(objective, threshold, trial_counts, trials, budget, sampler, pruner, float(prune_after), seed,
-                      trial_seed, final_seeds, spaces)
+                      trial_seed, final_seeds, spaces, evaluation)
 
 
 def apply_params(cell: Any, values: dict[str, Any], where: str = "trial") -> tuple[Any, Any]:

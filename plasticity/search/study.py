@@ -128,7 +128,7 @@ def study_keys(suite: Suite) -> list[StudyKey]:
             continue
         seen.add(pair)
         trial_cell = Cell(suite.name, cell.task, cell.rule, cell.optimizer, spec.trial_seed, spec.budget,
-                          cell.evaluation, cell.dtype)
+                          {**cell.evaluation, **spec.evaluation}, cell.dtype)
         fp = fingerprint(trial_cell)
         decided = {"space": spec.meta()["spaces"].get(cell.rule.name), "objective": spec.objective,
                    "threshold": spec.threshold, "budget": spec.budget, "sampler": spec.sampler,
@@ -199,8 +199,8 @@ def _suggest(trial: Any, name: str, dist: Dist) -> Any:
 def trial_cell(suite_name: str, spec: SearchSpec, key: StudyKey, params: dict[str, Any]) -> Cell:
     """The cell a trial trains: the starting cell with `params` set, the trial budget and seed."""
     rule, optimizer = apply_params(key.base, params, f"trial of rule '{key.rule}'")
-    cell = Cell(suite_name, key.base.task, rule, optimizer, spec.trial_seed, spec.budget, key.base.evaluation,
-                key.base.dtype)
+    cell = Cell(suite_name, key.base.task, rule, optimizer, spec.trial_seed, spec.budget,
+                {**key.base.evaluation, **spec.evaluation}, key.base.dtype)
     shown = ", ".join(f"{n.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{n.split('.', 1)[1]}={v}"
                       for n, v in params.items())
     cell.labels = {"variant": f"{key.rule} trial ({shown})", "rule": key.rule, "optimizer": optimizer.name,
