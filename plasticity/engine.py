@@ -187,7 +187,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     max_seconds = budget.get("seconds")
     schedule = evaluation_points(cell.evaluation, max_updates)
     next_eval = next(schedule)
-    every_epoch = cell.evaluation["every_epoch"]
+    every_epoch = cell.evaluation["every_epoch"] and not cell.evaluation.get("points")  # points: exactly those
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
     augment = task.augmenter(data.n_inputs, torch.Generator(device=device).manual_seed(cell.seed + 4_000_003))
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY

@@ -15,8 +15,8 @@
     every_epoch = true
     feedback_metrics = 1                # feedback/alignment metrics every k-th evaluation (0: never;
                                         # always at the last); absent: every evaluation
-    points = 4                          # instead of per_decade: 4 evenly spaced points over an updates
-                                        # or epochs budget (a search trial's few pruning points)
+    points = 4                          # instead of per_decade and every_epoch: exactly 4 evenly spaced
+                                        # points over an updates or epochs budget (a search trial's few)
 
     [[tasks]]
     name = "digits"

@@ -102,7 +102,7 @@ def test_a_trial_evaluates_validation_only_at_its_evenly_spaced_points(tmp_path)
     few evaluations its pruner reads (here 4 evenly spaced, plus the untrained net)."""
     from plasticity.search import run_search
 
-    suite = parse_suite(suite_text(trials=2, extra="evaluation = { points = 4 }"))
+    suite = parse_suite(suite_text(trials=2, extra="evaluation = { points = 4 }\npruner = \"none\""))
     run_search(suite, tmp_path, progress=False)
     files = sorted((tmp_path / "search" / "runs").glob("*.jsonl"))
     assert len(files) == 4
@@ -336,3 +336,18 @@ momentum = { choice = [0.0, 0.9] }
     (study,) = summary["studies"]
     points = [tuple(sorted(t["params"].items())) for t in study["trials"]]
     assert [t["state"] for t in study["trials"]] == ["COMPLETE"] * 3 and len(set(points)) == 3
+
+
+def test_the_report_states_the_search_overhead_and_what_pruning_saved():
+    from plasticity.report.search import last_command_overhead, pruning_saved
+
+    def t(state, updates, secs, started="2026-01-01T00:00:30+00:00", reused=False):
+        return {"state": state, "updates": updates, "train_seconds": secs, "started": started, "reused": reused}
+
+    studies = [{"trials": [t("COMPLETE", 100, 10.0), t("PRUNED", 30, 3.0), t("PRUNED", 60, 6.0),
+                           t("COMPLETE", 100, 10.0, reused=True), t("FAIL", None, None)]}]
+    assert pruning_saved(studies) == pytest.approx((70 + 40) / 300)
+    studies[0]["trials"].append(t("COMPLETE", 100, 10.0, started="2025-12-31T23:00:00+00:00"))  # an earlier command
+    data = {"studies": studies, "last_wall_seconds": 60.0, "last_jobs": 2, "written": "2026-01-01T00:01:00+00:00"}
+    assert last_command_overhead(data) == (60.0, 2, 19.0, 3)
+    assert pruning_saved([{"trials": [t("PRUNED", 30, 3.0)]}]) is None  # no complete trial: no full budget known

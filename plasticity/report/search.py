@@ -144,6 +144,38 @@ def best_table(studies: list[dict[str, Any]], spec: dict[str, Any]) -> Markup:
                  numeric=[2, 5, 6])
 
 
+def pruning_saved(studies: list[dict[str, Any]]) -> float | None:
+    """Share of the trials' full budgets (updates) that pruning did not spend: a study's full budget
+    is the updates of its longest complete trial; None when no study has a complete trial."""
+    full_total, saved = 0.0, 0.0
+    for s in studies:
+        ran = [t for t in s["trials"] if not t.get("reused") and t.get("updates") is not None]
+        full = max((t["updates"] for t in ran if t.get("state") == "COMPLETE"), default=None)
+        if not full:
+            continue
+        counted = [t for t in ran if t.get("state") in ("COMPLETE", "PRUNED")]
+        full_total += full * len(counted)
+        saved += sum(full - t["updates"] for t in counted if t.get("state") == "PRUNED")
+    return saved / full_total if full_total else None
+
+
+def last_command_overhead(data: dict[str, Any]) -> tuple[float, int, float, int] | None:
+    """(wall seconds, processes, Σ training seconds, trials) of the trials the last search command
+    ran itself (started within its wall time, not reused): wall × processes ÷ Σ training seconds is
+    what the search cost beyond training. None before a command has finished."""
+    from datetime import datetime, timedelta
+
+    wall, jobs, written = data.get("last_wall_seconds"), data.get("last_jobs") or 1, data.get("written")
+    if not wall or not written:
+        return None
+    since = datetime.fromisoformat(written) - timedelta(seconds=wall + 1)
+    trials = [t for s in data["studies"] for t in s["trials"]
+              if t.get("started") and not t.get("reused") and t.get("train_seconds")
+              and datetime.fromisoformat(t["started"]).replace(tzinfo=since.tzinfo) >= since]
+    train = sum(t["train_seconds"] for t in trials)
+    return (wall, jobs, train, len(trials)) if train else None
+
+
 def search_note(spec: dict[str, Any], data: dict[str, Any]) -> Markup:
     trials = spec.get("trials") or {}
     if spec.get("equal_trials", True):
@@ -164,6 +196,17 @@ def search_note(spec: dict[str, Any], data: dict[str, Any]) -> Markup:
         f"test accuracy is never read by it.",
         f"Study storage: {data.get('storage')}.",
     ]
+    cost = last_command_overhead(data)
+    if cost is not None:
+        wall, jobs, train, n = cost
+        parts.append(f"The last search command ran {n} trials in {wall:,.0f} s of wall time with {jobs} process"
+                     f"{'es' if jobs > 1 else ''}; its trials trained for {train:,.0f} s in all, so the search "
+                     f"cost {wall * jobs / train:.2f} × its training time (wall × processes ÷ training seconds: "
+                     f"start-up, evaluation, the study's bookkeeping).")
+    saved = pruning_saved(data["studies"])
+    if saved is not None:
+        parts.append(f"Pruning saved {saved:.0%} of the updates the pruned and complete trials would have run "
+                     f"at full budget.")
     return join(tag("p", p, class_="note") for p in parts)
 
 
