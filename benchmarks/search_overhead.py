@@ -46,6 +46,7 @@ budget = {{ updates = {updates} }}
 sampler = "random"
 pruner = "{pruner}"
 prune_after = 0.2
+{trial_eval}
 [search.optimizer]
 lr = {{ log = [1e-4, 3e-1] }}
 momentum = {{ uniform = [0.0, 0.95] }}
@@ -57,8 +58,9 @@ def load() -> float:
 
 
 def search(args: argparse.Namespace, pruner: str, jobs: int) -> dict:
+    trial_eval = f"evaluation = {{ points = {args.points} }}" if args.points else ""
     text = SUITE.format(updates=args.updates, task=args.task, hidden=args.hidden, batch=args.batch,
-                        trials=args.trials, pruner=pruner)
+                        trials=args.trials, pruner=pruner, trial_eval=trial_eval)
     suite = parse_suite(text)
     with tempfile.TemporaryDirectory() as tmp:
         before = load()
@@ -84,12 +86,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--updates", type=int, default=400, help="per-trial budget in updates")
     p.add_argument("--trials", type=int, default=8, help="trials per rule (two rules: bp, fa)")
+    p.add_argument("--points", type=int, default=4,
+                   help="a trial's evenly spaced evaluation points, as tuned-mnist sets them; 0: the suite's "
+                        "per_decade = 5 schedule")
     p.add_argument("--data-dir", type=Path, default=None)
     args = p.parse_args()
     registry.load_plugins()
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"search of {args.task} hidden {args.hidden}, 2 rules x {args.trials} trials x {args.updates} updates; "
-          f"{os.cpu_count()} CPUs")
+    print(f"search of {args.task} hidden {args.hidden}, 2 rules x {args.trials} trials x {args.updates} updates, "
+          f"trial evaluation {f'{args.points} points' if args.points else 'per_decade 5'}; {os.cpu_count()} CPUs")
 
     a = search(args, "none", 1)
     print(f"A  1 process, no pruning:  wall {a['wall']:.1f} s, {a['n']} trials, Σ training {a['train']:.1f} s, "
