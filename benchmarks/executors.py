@@ -28,10 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's plasticity, as the commands it starts use
 SCALING_SUITE = """name = "scaling12"
-description = "12 digits cells: bp, fa and dfa x 4 seeds, 5 epochs"
+description = "12 digits cells: bp, fa and dfa x 4 seeds, 100 epochs (seconds each: workers, not start-up, decide)"
 seeds = 4
 [budget]
-epochs = 5
+epochs = 100
 [[tasks]]
 name = "digits"
 [[rules]]
@@ -111,7 +111,7 @@ def main() -> None:
         if args.only in (None, "scaling"):
             suite = folder / "scaling12.toml"
             suite.write_text(SCALING_SUITE)
-            print("scaling: a 12-cell digits suite (bp, fa, dfa x 4 seeds, 5 epochs)")
+            print("scaling: a 12-cell digits suite (bp, fa, dfa x 4 seeds, 100 epochs)")
             one = measure(str(suite), executors, 1, args.repeats, folder)
             two = measure(str(suite), executors, 2, args.repeats, folder)
             for executor in executors:

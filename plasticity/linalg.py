@@ -148,6 +148,10 @@ def solve_psd_cond(gram: torch.Tensor, rhs: torch.Tensor, alpha: float = 0.0,
         if alpha > 0 or bottom > 100 * rcond * top:
             return torch.cholesky_solve(rhs, factor), top / bottom
     del factor
+    if not bool(torch.isfinite(gram).all()):
+        # A diverged rule's Gram: LAPACK's eigh fails on it ("failed to converge"). A non-finite answer
+        # lets the engine report the cell as diverged, as it does for a non-finite loss or weight.
+        return torch.full_like(rhs, float("nan")), float("nan")
     evals, evecs = torch.linalg.eigh(gram)
     evals = evals + alpha
     cut = rcond * evals.max().clamp_min(0)
@@ -177,7 +181,11 @@ def gram_rcond(dtype: torch.dtype, size: int) -> float:
 
 
 def psd_condition(gram: torch.Tensor, alpha: float = 0.0, rcond: float | None = None) -> float:
-    """Condition number of `G + αI` over the eigenvalues `solve_psd` keeps (the system it solves)."""
+    """Condition number of `G + αI` over the eigenvalues `solve_psd` keeps (the system it solves);
+    nan for a non-finite Gram (a diverged rule's: the engine reports the divergence, a diagnostic
+    must not end the cell with LAPACK's "failed to converge")."""
+    if not bool(torch.isfinite(gram).all()):
+        return float("nan")
     evals = torch.linalg.eigvalsh(gram.double()) + alpha
     if evals.numel() == 0:
         return float("nan")

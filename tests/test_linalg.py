@@ -194,3 +194,20 @@ def test_solve_psd_cond_takes_cholesky_only_when_the_gram_is_well_above_the_cut(
     expected = q[:, :len(kept)] @ torch.diag(1 / torch.tensor(kept, dtype=torch.float64)) @ q[:, :len(kept)].T @ r
     assert linalg.relative_error(x, expected) < 1e-8
     assert cond == pytest.approx(max(kept) / min(kept), rel=1e-3)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 7.5])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_gram_gives_a_non_finite_answer_not_a_lapack_error(alpha, bad):
+    """A diverged rule's Gram made eigh raise "failed to converge" (an ER trial with alpha 7.5): the
+    answer is now NaN, which the engine reports as divergence, as for any non-finite weight."""
+    g = torch.eye(6, dtype=torch.float64)
+    g[2, 3] = g[3, 2] = bad
+    x, cond = linalg.solve_psd_cond(g, torch.ones(6, 2, dtype=torch.float64), alpha)
+    assert x.shape == (6, 2) and torch.isnan(x).all() and math.isnan(cond)
+
+
+def test_the_condition_of_a_non_finite_gram_is_nan_not_an_error():
+    g = torch.eye(4, dtype=torch.float64)
+    g[0, 1] = g[1, 0] = float("inf")
+    assert math.isnan(linalg.psd_condition(g, 0.5))
