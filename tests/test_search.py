@@ -351,3 +351,28 @@ def test_the_report_states_the_search_overhead_and_what_pruning_saved():
     data = {"studies": studies, "last_wall_seconds": 60.0, "last_jobs": 2, "written": "2026-01-01T00:01:00+00:00"}
     assert last_command_overhead(data) == (60.0, 2, 19.0, 3)
     assert pruning_saved([{"trials": [t("PRUNED", 30, 3.0)]}]) is None  # no complete trial: no full budget known
+
+
+def test_the_suites_own_setting_is_each_studys_first_trial(tmp_path):
+    """The hand-set configuration competes in the search (its values inside the space; the rest drawn),
+    so a search cannot end below it on its own objective; `start_from_suite = false` turns it off."""
+    from plasticity.search import run_search
+    from plasticity.search.space import suite_values
+    from plasticity.search.study import study_keys
+
+    text = suite_text(trials=2, extra='pruner = "none"')
+    suite = parse_suite(text)
+    keys = {k.rule: k for k in study_keys(suite)}
+    own = {r: suite_values(k.base, suite.search.spaces[r]) for r, k in keys.items()}
+    assert own["fa"]["rule.feedback_scale"] == 1.0 and own["fa"]["optimizer.schedule"] == "constant"
+    summary = run_search(suite, tmp_path / "on", progress=False)
+    for study in summary["studies"]:
+        first = next(t for t in study["trials"] if t["number"] == 0)
+        assert first["suite_setting"] and first["params"] == pytest.approx(own[study["rule"]])
+        assert not any(t["suite_setting"] for t in study["trials"] if t["number"] != 0)
+    off_text = suite_text(trials=2, extra='pruner = "none"\nstart_from_suite = false')
+    off = run_search(parse_suite(off_text), tmp_path / "off", progress=False)
+    assert not any(t["suite_setting"] for s in off["studies"] for t in s["trials"])
+    narrow = parse_suite(text.replace("feedback_scale = { log = [0.1, 3.0] }", "feedback_scale = { log = [2.0, 3.0] }"))
+    fa = next(k for k in study_keys(narrow) if k.rule == "fa")
+    assert "rule.feedback_scale" not in suite_values(fa.base, narrow.search.spaces["fa"]), "outside: drawn instead"

@@ -13,6 +13,8 @@
     seed = 0                        # the sampler's seed
     trial_seed = 0                  # the seed every trial trains with
     final_seeds = 3                 # fresh seeds of the final stage: a count (trial_seed+1, ...) or a list
+    start_from_suite = true         # the suite's own setting is every study's first trial (its values
+                                    # that lie inside the space; the sampler draws the rest)
     evaluation = { per_decade = 2 } # a trial's evaluation points (the suite's [evaluation] keys; default: the
                                     # suite's points, no feedback metrics). A trial never evaluates test data.
 
@@ -47,7 +49,7 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
 DISTRIBUTIONS = ("log", "uniform", "int", "choice")
 SEARCH_KEYS = {"objective", "threshold", "trials", "trials_per_rule", "budget", "sampler", "pruner", "prune_after",
-               "seed", "trial_seed", "final_seeds", "optimizer", "space", "evaluation"}
+               "seed", "trial_seed", "final_seeds", "optimizer", "space", "evaluation", "start_from_suite"}
 #: what a trial cell's evaluation changes from its suite's: no test split, no feedback metrics (a search reads neither)
 TRIAL_EVALUATION = {"test": False, "feedback_metrics": 0}
 SPACE_KEYS = {"rule", "optimizer"}
@@ -69,6 +71,16 @@ class Dist:
         if self.kind == "int":
             return list(range(self.values[0], self.values[1] + 1))
         return None
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is a point of this distribution (a suite's own setting may lie outside)."""
+        if self.kind == "choice":
+            return value in self.values
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        return self.values[0] <= value <= self.values[1]
 
     def describe(self) -> str:
         if self.kind == "choice":
@@ -110,6 +122,8 @@ class SearchSpec:
     spaces: dict[str, RuleSpace]  # per rule
     #: a trial cell's evaluation over its suite's: TRIAL_EVALUATION and the table's `evaluation`
     evaluation: dict[str, Any] = field(default_factory=lambda: dict(TRIAL_EVALUATION))
+    #: the suite's own setting is each study's first trial
+    start_from_suite: bool = True
 
     @property
     def direction(self) -> str:
@@ -126,6 +140,7 @@ class SearchSpec:
                 "budget": self.budget, "sampler": self.sampler, "pruner": self.pruner,
                 "prune_after": self.prune_after, "seed": self.seed, "trial_seed": self.trial_seed,
                 "final_seeds": self.final_seeds, "evaluation": self.evaluation,
+                "start_from_suite": self.start_from_suite,
                 "spaces": {r: {k: d.describe() for k, d in s.flat().items()} for r, s in self.spaces.items()}}
 
 
@@ -227,6 +242,9 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
     if not isinstance(prune_after, (int, float)) or isinstance(prune_after, bool) or not 0 <= prune_after < 1:
         raise ConfigError(f"{where}: prune_after must be a share of the trial budget in [0, 1), got {prune_after!r}")
     seed = _whole(table.get("seed", 0), f"{where}: seed", 0, 2**32 - 1)
+    start_from_suite = table.get("start_from_suite", True)
+    if not isinstance(start_from_suite, bool):
+        raise ConfigError(f"{where}: start_from_suite must be true or false, got {start_from_suite!r}")
     trial_seed = _whole(table.get("trial_seed", 0), f"{where}: trial_seed", 0, 2**32 - 2)
     if "budget" not in table:
         raise ConfigError(f"{where}: budget is required: the per-trial budget, e.g. budget = {{ epochs = 2 }} "
@@ -312,7 +330,20 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
                 raise ConfigError(f"{where}: {trial_counts[rule]} trials for rule '{rule}', but its grid has only "
                                   f"{size} points; lower trials to at most {size}")
     return SearchSpec(objective, threshold, trial_counts, trials, budget, sampler, pruner, float(prune_after), seed,
-                      trial_seed, final_seeds, spaces, evaluation)
+                      trial_seed, final_seeds, spaces, evaluation, start_from_suite)
+
+
+def suite_values(cell: Any, space: RuleSpace) -> dict[str, Any]:
+    """The suite's own value of each searched parameter ("rule.x", "optimizer.y", "optimizer.schedule"),
+    defaults included, where it lies inside its distribution: the search's first trial."""
+    rule_cls = registry.get_rule(cell.rule.name)
+    own = {f"rule.{k}": v for k, v in as_dict(make_params(rule_cls.Params, cell.rule.params, "suite")).items()}
+    if cell.optimizer.name != "none":
+        spec = registry.get_optimizer(cell.optimizer.name)
+        own |= {f"optimizer.{k}": v for k, v in as_dict(make_params(spec.Params, cell.optimizer.params,
+                                                                      "suite")).items()}
+        own[f"optimizer.{SCHEDULE}"] = cell.optimizer.schedule
+    return {name: own[name] for name, dist in space.flat().items() if name in own and dist.contains(own[name])}
 
 
 def apply_params(cell: Any, values: dict[str, Any], where: str = "trial") -> tuple[Any, Any]:

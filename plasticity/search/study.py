@@ -55,7 +55,7 @@ from ..provenance import provenance
 from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, write_json
 from ..suite import Cell, Suite, _label
 from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
-from .space import Dist, SearchSpec, apply_params
+from .space import Dist, SearchSpec, apply_params, suite_values
 
 if TYPE_CHECKING:
     from ..executors import Execution
@@ -134,6 +134,7 @@ def study_keys(suite: Suite) -> list[StudyKey]:
                    "threshold": spec.threshold, "budget": spec.budget, "sampler": spec.sampler,
                    "pruner": spec.pruner, "prune_after": spec.prune_after, "seed": spec.seed,
                    "trial_seed": spec.trial_seed, "trials": spec.trials[cell.rule.name],
+                   "start_from_suite": spec.start_from_suite,
                    "config": trial_cell.config() | {"suite": None},
                    "code": {k: v for k, v in fp["parts"].items() if k != "config"}}
         digest = hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -316,6 +317,11 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
         if failed >= max(FAIL_LIMIT_MIN, key.trials):
             raise PlasticityError(f"search {key.name}: {failed} trials failed; see the .part and error files in "
                                   f"{ctx.runs_dir} and the trials' messages in the study")
+        if not trials and spec.start_from_suite and spec.sampler != "grid":
+            # the hand-set configuration competes: the search cannot end below it on its own objective
+            own = suite_values(key.base, spec.spaces[key.rule])
+            if own:
+                study.enqueue_trial(own, user_attrs={"suite_setting": True})
         trial = study.ask()
         if spec.sampler != "grid":  # the grid sampler picks its point in ask(), among the unvisited ones
             study.sampler = _sampler(spec, key, trial.number)
@@ -651,6 +657,7 @@ def export(storage: Any, suite: Suite, keys: list[StudyKey], out: Path, wall_sec
                 "cell_id": t.user_attrs.get("cell_id"), "status": t.user_attrs.get("status"),
                 "updates": t.user_attrs.get("updates"), "train_seconds": t.user_attrs.get("train_seconds"),
                 "reused": bool(t.user_attrs.get("reused")), "message": t.user_attrs.get("message"),
+                "suite_setting": bool(t.user_attrs.get("suite_setting")),
                 "host": t.user_attrs.get("host"), "pid": t.user_attrs.get("pid"),
                 "started": t.datetime_start.isoformat() if t.datetime_start else None,
                 "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
