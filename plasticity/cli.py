@@ -191,8 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"search {suite.name}: trials{where}, the study in {args.storage or 'sqlite under ' + str(out)} "
                       f"(every node must reach it)", file=sys.stderr)
             device = args.device if remote else resolve_device(args.device)
-            searched = run_search(suite, out, args.storage, device, args.jobs if remote else args.jobs or 1,
-                                  args.data_dir, progress=not args.no_progress, execution=execution)
+            searched = run_search(suite, out, args.storage, device, args.jobs, args.data_dir,
+                                  progress=not args.no_progress, execution=execution)
             if args.search_only:
                 print(f"search: {out / 'search' / 'search.json'}", file=sys.stderr)
                 return 0

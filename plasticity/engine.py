@@ -27,7 +27,7 @@ from .network import weights_finite
 from .params import make_params
 from .provenance import machine_load
 from .results import CellWriter
-from .suite import NO_OPTIMIZER, Cell
+from .suite import NO_OPTIMIZER, POINTS_NEED_UPDATES, Cell
 from .task import Split
 
 CUDA_CHECK_EVERY = 25
@@ -71,9 +71,8 @@ def evaluation_points(evaluation: dict[str, Any], max_updates: int | None) -> It
     points = evaluation.get("points")
     if not points:
         return log_points(evaluation["per_decade"])
-    if max_updates is None:
-        raise ConfigError(f"[evaluation] points = {points} spaces evaluations evenly over the update budget, "
-                          f"but the budget is in seconds only; give updates or epochs, or use per_decade")
+    if max_updates is None:  # refused when the suite is read (suite.check_points); a cell built by hand
+        raise ConfigError(POINTS_NEED_UPDATES.format(points=points))
     even = sorted({max(1, math.ceil(max_updates * i / points)) for i in range(1, points + 1)})
     return itertools.chain(even, itertools.repeat(max_updates + 1))
 

@@ -154,9 +154,10 @@ def _describe(cell: Cell) -> str:
 
 
 def _attempt(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any], data_dir: Path | None,
-             bar: _CellBar) -> dict[str, Any]:
-    """Claim the cell and run it; `{"status": HELD, "holder": ...}` when another run holds it, and
-    the finished file's final line (plus `"by_other_run": True`) when another run finished it."""
+             bar: _CellBar, train: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Claim the cell and run it (with `train(runs_dir)` when given: a search trial on a remote
+    worker); `{"status": HELD, "holder": ...}` when another run holds it, and the finished file's
+    final line (plus `"by_other_run": True`) when another run finished it."""
     try:
         claim = claim_cell(runs_dir, cell.cell_id)
     except CellHeld as held:
@@ -169,7 +170,7 @@ def _attempt(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, A
         if rec is not None and recorded_fingerprint(rec) == fingerprint(cell)["hash"]:
             return {**rec.final, "by_other_run": True}
         try:
-            return run_cell(cell, runs_dir, device, prov, data_dir, bar)
+            return train(runs_dir) if train is not None else run_cell(cell, runs_dir, device, prov, data_dir, bar)
         finally:
             bar.close()
 

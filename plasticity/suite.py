@@ -508,12 +508,14 @@ def _entries(doc: dict, key: str, where: str) -> list[dict]:
     return value
 
 
+POINTS_NEED_UPDATES = ("evaluation points = {points} spaces evaluations evenly over the update budget, but the "
+                       "budget is in seconds only; give updates or epochs, or use per_decade")
+
+
 def check_points(evaluation: dict[str, Any], budget: dict[str, Any], where: str) -> None:
     """`points` spaces evaluations over the update budget: refused when the budget is in seconds only."""
     if evaluation.get("points") and budget.get("updates") is None and budget.get("epochs") is None:
-        raise ConfigError(f"{where}: evaluation points = {evaluation['points']} spaces evaluations evenly over the "
-                          f"update budget, but the budget is in seconds only; give updates or epochs, or use "
-                          f"per_decade")
+        raise ConfigError(f"{where}: {POINTS_NEED_UPDATES.format(points=evaluation['points'])}")
 
 
 def checked_evaluation(table: Any, where: str) -> dict[str, Any]:

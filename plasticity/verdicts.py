@@ -50,7 +50,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError, closest
 from .params import check_text, shown
-from .results import FINISHED, CellRecord, cell_identity
+from .results import FINISHED, CellRecord, _is_number, cell_identity
 
 #: metric name -> (what it is, unit of a difference, lower is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -183,10 +183,6 @@ def _choice(entry: dict, key: str, choices: tuple[str, ...], what: str, where: s
         raise ConfigError(f"{where}: unknown {what} {shown(value)}{closest(value, choices)}; "
                           f"known {what}s: {', '.join(choices)}")
     return value
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _params(value: Any, pool: Sequence[Any], get, key: str, where: str) -> dict[str, Any]:
@@ -374,12 +370,9 @@ def measure_side(records: Sequence[CellRecord], claim: dict[str, Any], side: dic
             by_variant[cell_identity(rec)[1]].append(rec)
         else:
             unfinished += 1
-    if metric == "grid_share":
-        reach = 0
-        for recs in by_variant.values():
-            hits = sum(math.isfinite(cell_value(r, "updates_to", side, thr)) for r in recs)
-            reach += hits * 2 > len(recs)
-        n = len(by_variant)
+    if metric == "grid_share":  # a grid point reaches the threshold when most of its seeds did, as the report counts
+        from .report.stats import grid_share
+        reach, n = grid_share([cell_value(r, "updates_to", side, thr) for r in recs] for recs in by_variant.values())
         return SideResult(side["rule"], None, {}, sum(map(len, by_variant.values())), unfinished, n, (reach, n))
     best, best_key, best_values = None, None, {}
     for variant, recs in sorted(by_variant.items()):
@@ -407,12 +400,15 @@ def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
     """The verdict on one (validated) claim from the suite's cell records."""
     sides = claim["order"] if claim["kind"] == "ordering" else [claim["subject"]] + (
         [claim["baseline"]] if "baseline" in claim else [])
-    results = [measure_side(records, claim, s) for s in sides]
     if claim["kind"] in ("ratio", "difference") and _selects_same(claim["subject"], claim["baseline"]):
         # One run judged at two points (after update 1 against the end): the same variant on both
         # sides, the one best at the end (the side without at_updates/at_epoch leads).
         lead = 1 if _at(sides[0]) and not _at(sides[1]) else 0
-        results[1 - lead] = measure_side(records, claim, sides[1 - lead], results[lead].variant)
+        first = measure_side(records, claim, sides[lead])
+        other = measure_side(records, claim, sides[1 - lead], first.variant)
+        results = [first, other] if lead == 0 else [other, first]
+    else:
+        results = [measure_side(records, claim, s) for s in sides]
     empty = [r for r in results if r.finished == 0]
     if empty:
         return Verdict(claim, INCONCLUSIVE, "not measured", "no runs: " + ", ".join(
@@ -464,11 +460,9 @@ def _judge_censored(claim: dict[str, Any], results: Sequence[SideResult]) -> tup
             ranges.append((a_lo / b_hi if b_hi > 0 else math.inf, a_hi / b_lo if b_lo > 0 else math.inf))
         else:
             ranges.append((a_lo - b_hi, a_hi - b_lo))
-    low_ok, high_ok = _bound_range(claim["bound"])
-    a = -math.inf if low_ok is None else low_ok
-    b = math.inf if high_ok is None else high_ok
-    on_side = sum(a <= lo and hi <= b for lo, hi in ranges)
-    against = sum(hi < a or lo > b for lo, hi in ranges)
+    bound = _bound_range(claim["bound"])
+    decided = [_verdict(lo, hi, *bound) for lo, hi in ranges]
+    on_side, against = decided.count(SUPPORTED), decided.count(NOT_SUPPORTED)
     n = len(ranges)
     basis = (f"censored counts, decided seed by seed: {on_side}/{n} seeds surely on the claim's side, "
              f"{against}/{n} surely against")
@@ -513,28 +507,31 @@ def _interval_text(ci, metric: str, unit: str = "") -> str:
     return f"{ci.n} seeds, 95 % CI [{_fmt(ci.low, metric)}, {_fmt(ci.high, metric)}]{unit}"
 
 
-def _decide(ci, low_ok: float | None, high_ok: float | None) -> str:
-    """Supported when [low, high] ⊂ [low_ok, high_ok], not supported when disjoint from it (one
-    seed: its value), else inconclusive; None = unbounded."""
-    lo, hi = (ci.mean, ci.mean) if ci.n == 1 else (ci.low, ci.high)
-    a = -math.inf if low_ok is None else low_ok
-    b = math.inf if high_ok is None else high_ok
-    if a <= lo and hi <= b:
+def _verdict(lo: float, hi: float, low_ok: float, high_ok: float) -> str:
+    """Supported when [lo, hi] ⊂ [low_ok, high_ok], not supported when disjoint from it, else inconclusive."""
+    if low_ok <= lo and hi <= high_ok:
         return SUPPORTED
-    if hi < a or lo > b:
+    if hi < low_ok or lo > high_ok:
         return NOT_SUPPORTED
     return INCONCLUSIVE
 
 
-def _bound_range(bound: dict[str, Any]) -> tuple[float | None, float | None]:
+def _decide(ci, low_ok: float, high_ok: float) -> str:
+    """`_verdict` on the interval over seeds (one seed: its value)."""
+    lo, hi = (ci.mean, ci.mean) if ci.n == 1 else (ci.low, ci.high)
+    return _verdict(lo, hi, low_ok, high_ok)
+
+
+def _bound_range(bound: dict[str, Any]) -> tuple[float, float]:
+    """The values the claim's bound allows, as [low, high] (±inf = unbounded)."""
     key, v = bound["key"], bound["value"]
     if key == "at_most":
-        return None, v
+        return -math.inf, v
     if key == "at_least":
-        return v, None
+        return v, math.inf
     if key == "within":
         return -v, v
-    return (0.0, None) if v == "positive" else (None, 0.0)
+    return (0.0, math.inf) if v == "positive" else (-math.inf, 0.0)
 
 
 def _judge_one(claim: dict[str, Any], r: SideResult) -> tuple[str, str, str]:
@@ -603,7 +600,7 @@ def _judge_order(claim: dict[str, Any], results: Sequence[SideResult]) -> tuple[
             verdicts.append(INCONCLUSIVE)
             bases.append(f"{a.rule}/{b.rule}: no common seed")
             continue
-        verdicts.append(_decide(ci, 0.0, None))
+        verdicts.append(_decide(ci, 0.0, math.inf))
         gap = "1 seed" if ci.n == 1 else f"{ci.n} seeds, CI [{_signed(ci.low, metric)}, {_signed(ci.high, metric)}]"
         bases.append(f"{a.rule} vs {b.rule}: {_signed(ci.mean, metric)} ({gap})")
     if NOT_SUPPORTED in verdicts:
@@ -629,10 +626,7 @@ def _judge_grid(claim: dict[str, Any], results: Sequence[SideResult]) -> Verdict
         k, n = results[0].grid or (0, 0)
         ci = stats.binomtest(k, n).proportion_ci(1 - ALPHA)
         low, high = 100 * ci.low, 100 * ci.high
-        lo_ok, hi_ok = _bound_range(claim["bound"])
-        a = -math.inf if lo_ok is None else lo_ok
-        b = math.inf if hi_ok is None else hi_ok
-        verdict = SUPPORTED if a <= low and high <= b else NOT_SUPPORTED if high < a or low > b else INCONCLUSIVE
+        verdict = _verdict(low, high, *_bound_range(claim["bound"]))
         return Verdict(claim, verdict, measured, f"{n} grid points, Clopper-Pearson 95 % CI "
                                                  f"[{low:.0f}, {high:.0f}] %" + extra, list(results))
     (ka, na), (kb, nb) = results[0].grid or (0, 0), results[1].grid or (0, 0)

@@ -182,7 +182,8 @@ class ExpectationReflection(LearningRule):
         for l in range(top, bottom, -1):
             if l not in self._w_pinv:  # W_l only changes after every use of its W_l⁺ in this update
                 w = self.net.layers[l - 1].weight.T
-                ridge = self.params.target_ridge * float(torch.linalg.matrix_norm(w, ord=2)) ** 2
+                t = self.params.target_ridge  # relative to ‖W‖₂² (an SVD): only computed when asked for
+                ridge = t * float(torch.linalg.matrix_norm(w, ord=2)) ** 2 if t else 0.0
                 self._w_pinv[l] = pinv(w, alpha=ridge)
             dz = delta @ self._w_pinv[l]               # ΔZ_{l−1} = ΔH_l W_l⁺ (W_l here is in × out)
             delta = self._hidden_delta(dz, trace.h[l - 1], trace.z[l - 1])

@@ -152,8 +152,9 @@ class ReciprocalFeedback(_Reciprocal):
             layer = self.layers[l - 1]
             w = as_matrix(layer)  # out × in·kh·kw; B as the matching matrix is a view of the kernel
             b = as_matrix(layer, self.B[l - 1])
+            activity = None if inputs is None else patches(layer, inputs[l - 1])  # the same at every step
             for _ in range(p.steps):
-                parts = [] if inputs is None else [patches(layer, inputs[l - 1])]
+                parts = [] if activity is None else [activity]
                 if p.drive != "activity":
                     parts.append(torch.randn(p.noise_batch, w.shape[1], generator=self.generator,
                                              device=w.device, dtype=w.dtype))

@@ -331,8 +331,10 @@ def failure(cell: Any, what: str, reason: str, detail: str) -> dict[str, Any]:
     once with `detail` (the traceback or the job's log), as a local cell's error keeps its traceback."""
     from tqdm.auto import tqdm
 
+    from ..runner import _describe
+
     message = f"{what}: {' '.join(reason.split())[:300]}"
-    name = f"{cell.task.name} {cell.labels.get('variant', cell.rule.name)} s{cell.seed}"
+    name = _describe(cell)
     tqdm.write(f"cell {name} ({cell.cell_id}) failed, {message}\n{detail.rstrip()}", file=sys.stderr)
     return {"status": "error", "message": message, "traceback": detail, "remote_failure": True}
 

@@ -26,6 +26,7 @@ import platform
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,21 +112,24 @@ def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_sl
         dev = worker_device(job.device, gpu_slot)
         prov = worker_provenance(job.provenance, dev, job, job.threads)
         if trial is not None:
-            return _run_trial(cell, job, dev, prov, trial)
-        if job.runs_dir is not None:
-            from ..runner import _attempt, _CellBar, _describe  # the local worker's own path
-            return {**_attempt(cell, job.runs_dir, dev, prov, job.data_dir,
-                               bar or _CellBar(_describe(cell), 1, False)), "node": prov["node"]}
-        return _run_for_lines(cell, dev, prov, job.data_dir)
+            return _run_trial(cell, job, dev, prov, trial, bar)
+        return _run(cell, job, dev, prov, bar, lambda folder: run_cell(cell, folder, dev, prov, job.data_dir))
     except PlasticityError as exc:
         return {"status": FATAL, "message": str(exc), "node": socket.gethostname()}
 
 
-def _run_for_lines(cell: Cell, dev: torch.device, prov: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
-    """Run the cell into a private folder on this node and return its final line and its lines."""
+def _run(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], bar: Any,
+         train: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Train the cell with `train(folder)`: into the shared `runs_dir` through the local worker's
+    own path (claim, finished-by-another-run check), or into a private folder on this node whose
+    lines go back with the final line."""
+    if job.runs_dir is not None:
+        from ..runner import _attempt, _CellBar, _describe
+        return {**_attempt(cell, job.runs_dir, dev, prov, job.data_dir, bar or _CellBar(_describe(cell), 1, False),
+                           train), "node": prov["node"]}
     folder = Path(tempfile.mkdtemp(prefix="plasticity-cell-"))
     try:
-        final = run_cell(cell, folder, dev, prov, data_dir)
+        final = train(folder)
         suffix = ".error.jsonl" if final["status"] == "error" else ".jsonl"
         lines = (folder / f"{cell.cell_id}{suffix}").read_text(encoding="utf-8").splitlines()
         return {**final, "node": prov["node"], "lines": lines}
@@ -133,34 +137,20 @@ def _run_for_lines(cell: Cell, dev: torch.device, prov: dict[str, Any], data_dir
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_trial(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any],
-               trial: RemoteTrial) -> dict[str, Any]:
-    """A search trial on this worker: into the shared `runs_dir` under the cell's claim, or into a
-    private folder whose lines go back; an exception other than Ctrl-C is an `error` outcome."""
+def _run_trial(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], trial: RemoteTrial,
+               bar: Any) -> dict[str, Any]:
+    """A search trial on this worker, reporting to its pruner; an exception other than Ctrl-C is an
+    `error` outcome (no finished file), which the driver tells as FAIL."""
     import traceback
 
-    from ..claims import CellHeld, claim_cell
-    from ..runner import HELD
     from ..search.objective import run_trial_cell
     from ..search.study import trial_reporter
 
     node = prov["node"]
     on_eval = trial_reporter(trial)
     try:
-        if job.runs_dir is not None:
-            try:
-                claim = claim_cell(job.runs_dir, cell.cell_id)
-            except CellHeld as held:
-                return {"status": HELD, "holder": held.holder, "node": node}
-            with claim:
-                return {**run_trial_cell(cell, job.runs_dir, dev, prov, job.data_dir, on_eval), "node": node}
-        folder = Path(tempfile.mkdtemp(prefix="plasticity-cell-"))
-        try:
-            final = run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval)
-            lines = (folder / f"{cell.cell_id}.jsonl").read_text(encoding="utf-8").splitlines()
-            return {**final, "node": node, "lines": lines}
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        return _run(cell, job, dev, prov, bar,
+                    lambda folder: run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval))
     except PlasticityError:
         raise
     except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a local trial that raises

@@ -127,8 +127,7 @@ def study_keys(suite: Suite) -> list[StudyKey]:
         if pair in seen:
             continue
         seen.add(pair)
-        trial_cell = Cell(suite.name, cell.task, cell.rule, cell.optimizer, spec.trial_seed, spec.budget,
-                          {**cell.evaluation, **spec.evaluation}, cell.dtype)
+        trial_cell = _trial_cell(suite.name, spec, cell, cell.rule, cell.optimizer)
         fp = fingerprint(trial_cell)
         decided = {"space": spec.meta()["spaces"].get(cell.rule.name), "objective": spec.objective,
                    "threshold": spec.threshold, "budget": spec.budget, "sampler": spec.sampler,
@@ -197,11 +196,16 @@ def _suggest(trial: Any, name: str, dist: Dist) -> Any:
     return trial.suggest_categorical(name, list(dist.values))
 
 
+def _trial_cell(suite_name: str, spec: SearchSpec, base: Cell, rule: Any, optimizer: Any) -> Cell:
+    """`base` with this rule and optimizer, trained with the trial seed, budget and evaluation."""
+    return Cell(suite_name, base.task, rule, optimizer, spec.trial_seed, spec.budget,
+                {**base.evaluation, **spec.evaluation}, base.dtype)
+
+
 def trial_cell(suite_name: str, spec: SearchSpec, key: StudyKey, params: dict[str, Any]) -> Cell:
     """The cell a trial trains: the starting cell with `params` set, the trial budget and seed."""
     rule, optimizer = apply_params(key.base, params, f"trial of rule '{key.rule}'")
-    cell = Cell(suite_name, key.base.task, rule, optimizer, spec.trial_seed, spec.budget,
-                {**key.base.evaluation, **spec.evaluation}, key.base.dtype)
+    cell = _trial_cell(suite_name, spec, key.base, rule, optimizer)
     shown = ", ".join(f"{n.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{n.split('.', 1)[1]}={v}"
                       for n, v in params.items())
     cell.labels = {"variant": f"{key.rule} trial ({shown})", "rule": key.rule, "optimizer": optimizer.name,
@@ -512,7 +516,8 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     try:
         with signals_as_interrupt():
             if remote:
-                _run_remote(ctx, execution, device_name, jobs, lambda: _sync_bar(bar, storage, suite.search, keys))
+                _run_remote(ctx, storage, keys, execution, device_name, jobs,
+                            lambda: _sync_bar(bar, storage, suite.search, keys))
             elif (jobs or 1) <= 1:
                 _worker(ctx, lambda: _sync_bar(bar, storage, suite.search, keys))
             else:
@@ -555,8 +560,8 @@ def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[
                               f"{bad[0]}; finished trials are kept: run the same command again to resume")
 
 
-def _run_remote(ctx: Context, execution: Execution, device_name: str, jobs: int | None,
-                on_trial: Callable[[], None]) -> None:
+def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Execution, device_name: str,
+                jobs: int | None, on_trial: Callable[[], None]) -> None:
     """Trials through a Ray or Slurm executor: ask (under the ask lock, as a local process does),
     send the trial's cell with its `RemoteTrial`, and tell each outcome as it comes back. This
     process holds each trial's claim until it has told the study, so a driver killed mid-search
@@ -569,7 +574,6 @@ def _run_remote(ctx: Context, execution: Execution, device_name: str, jobs: int 
     cell_ctx = CellContext(ctx.runs_dir, device_name, ctx.prov, ctx.data_dir, list(ctx.suite.plugins), {}, show=False)
     ctx.runs_dir.mkdir(parents=True, exist_ok=True)
     executor = open_executor(execution, cell_ctx, jobs)
-    storage = open_storage(ctx.storage_url)
     flying: dict[int, tuple[Any, Any, Claim]] = {}  # id(cell) -> (study, trial, claim)
 
     def tell(cell: Cell, outcome: dict[str, Any]) -> None:
@@ -589,7 +593,7 @@ def _run_remote(ctx: Context, execution: Execution, device_name: str, jobs: int 
         on_trial()
 
     try:
-        for key in study_keys(ctx.suite):
+        for key in keys:
             study = load_study(storage, spec, key)
             pruner = None if spec.pruner == "none" else _pruner(spec, key)
             while True:
