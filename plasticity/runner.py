@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import registry
-from .claims import CellHeld, claim_cell, describe_holder
+from .claims import CellHeld, Claim, claim_cell, describe_holder
 from .engine import Progress, resolve_device, run_cell
 from .errors import PlasticityError
 from .executors import CellContext, Execution
@@ -153,22 +153,32 @@ def _describe(cell: Cell) -> str:
     return f"{cell.task.name} {cell.labels.get('variant', cell.rule.name)} s{cell.seed}"
 
 
+def claim_unfinished(runs_dir: Path, cell_id: str, expected_hash: str) -> tuple[Claim | None, dict[str, Any] | None]:
+    """Claim a cell to run it: (claim, None) when it is to run here; (None, outcome) when another
+    live run holds it (`{"status": HELD, "holder": ...}`) or finished it with `expected_hash`
+    (its file's final line plus `"by_other_run": True`)."""
+    try:
+        claim = claim_cell(runs_dir, cell_id)
+    except CellHeld as held:
+        return None, {"status": HELD, "holder": held.holder}
+    try:  # another run may have finished it, with the code and parameters this run has
+        rec = finished_record(runs_dir, cell_id)
+    except MalformedRun:
+        rec = None
+    if rec is not None and recorded_fingerprint(rec) == expected_hash:
+        claim.release()
+        return None, {**rec.final, "by_other_run": True}
+    return claim, None
+
+
 def _attempt(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any], data_dir: Path | None,
              bar: _CellBar, train: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Claim the cell and run it (with `train(runs_dir)` when given: a search trial on a remote
-    worker); `{"status": HELD, "holder": ...}` when another run holds it, and the finished file's
-    final line (plus `"by_other_run": True`) when another run finished it."""
-    try:
-        claim = claim_cell(runs_dir, cell.cell_id)
-    except CellHeld as held:
-        return {"status": HELD, "holder": held.holder}
+    worker), or return what `claim_unfinished` found: another run holds it or finished it."""
+    claim, outcome = claim_unfinished(runs_dir, cell.cell_id, fingerprint(cell)["hash"])
+    if claim is None:
+        return outcome
     with claim:
-        try:  # another run may have finished it, with the code and parameters this run has
-            rec = finished_record(runs_dir, cell.cell_id)
-        except MalformedRun:
-            rec = None
-        if rec is not None and recorded_fingerprint(rec) == fingerprint(cell)["hash"]:
-            return {**rec.final, "by_other_run": True}
         try:
             return train(runs_dir) if train is not None else run_cell(cell, runs_dir, device, prov, data_dir, bar)
         finally:

@@ -41,10 +41,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..claims import CellHeld, Claim, claim_cell
 from ..errors import ConfigError, PlasticityError, closest
 from ..params import check_text, shown
-from ..results import MalformedRun, finished_record, recorded_fingerprint
 
 EXECUTORS = ("local", "ray", "slurm")
 SLURM_BACKENDS = ("slurm", "local")
@@ -304,25 +302,6 @@ class CellExecutor:
 
     def close(self) -> None:
         """Every cell has ended: let go of what the executor holds."""
-
-
-def claim_unfinished(cell: Any, ctx: CellContext) -> tuple[Claim | None, dict[str, Any] | None]:
-    """Claim a cell before sending it away: (claim, None) when it is to run; (None, outcome) when
-    another live run holds it (`held`) or finished it with the fingerprint this run expects."""
-    from ..runner import HELD
-
-    try:
-        claim = claim_cell(ctx.runs_dir, cell.cell_id)
-    except CellHeld as held:
-        return None, {"status": HELD, "holder": held.holder}
-    try:
-        rec = finished_record(ctx.runs_dir, cell.cell_id)
-    except MalformedRun:
-        rec = None
-    if rec is not None and recorded_fingerprint(rec) == ctx.manifest[cell.cell_id]["hash"]:
-        claim.release()
-        return None, {**rec.final, "by_other_run": True}
-    return claim, None
 
 
 def failure(cell: Any, what: str, reason: str, detail: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from typing import Any
 from ..claims import Claim
 from ..errors import PlasticityError
 from ..results import store_lines
-from . import CellContext, CellExecutor, Execution, claim_unfinished, failure, require
+from ..runner import claim_unfinished
+from . import CellContext, CellExecutor, Execution, failure, require
 from .remote import FATAL, RemoteJob, run_remote_cell
 
 POLL_SECONDS = 0.1
@@ -89,7 +90,7 @@ class RayExecutor(CellExecutor):
         return len(self.pending) + len(self.ready)
 
     def submit(self, cell: Any, trial: Any = None) -> None:
-        claim, outcome = claim_unfinished(cell, self.ctx)
+        claim, outcome = claim_unfinished(self.ctx.runs_dir, cell.cell_id, self.ctx.manifest[cell.cell_id]["hash"])
         if claim is None:
             self.ready.append((cell, outcome))
             return

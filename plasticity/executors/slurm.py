@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PlasticityError
-from . import CellContext, CellExecutor, Execution, claim_unfinished, failure, require
+from ..runner import claim_unfinished
+from . import CellContext, CellExecutor, Execution, failure, require
 from .remote import FATAL, RemoteJob, run_remote_cell
 
 POLL_SECONDS = {"slurm": 5.0, "local": 0.2}  # submitit's watcher batches the sacct calls behind done()
@@ -122,7 +123,7 @@ class SlurmExecutor(CellExecutor):
         return len(self.buffer) + sum(len(cells) for _, cells in self.pending) + len(self.ready)
 
     def submit(self, cell: Any, trial: Any = None) -> None:
-        claim, outcome = claim_unfinished(cell, self.ctx)
+        claim, outcome = claim_unfinished(self.ctx.runs_dir, cell.cell_id, self.ctx.manifest[cell.cell_id]["hash"])
         if claim is None:
             self.ready.append((cell, outcome))
             return
