@@ -322,7 +322,8 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
                         cells.append(Cell(name, task, rule, opt, seed, task_budget, evaluation, dtype))
     _refuse_duplicates(cells, where)
     _label(cells)
-    published = [_published(p, f"{where}: published[{i}]") for i, p in enumerate(_entries(doc, "published", where))]
+    published = [_published(p, cells, f"{where}: published[{i}]")
+                 for i, p in enumerate(_entries(doc, "published", where))]
     claims = parse_claims(_entries(doc, "claims", where), cells, where)
     execution = parse_execution(doc.get("execution", {}), where)
     # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
@@ -586,11 +587,13 @@ def _seeds(value: Any, where: str) -> range | list[int]:
                       f"got {value!r}")
 
 
-def _published(entry: dict, where: str) -> dict[str, Any]:
+def _published(entry: dict, cells: list[Cell], where: str) -> dict[str, Any]:
+    """A published figure, checked against the suite's `cells`: its task and rule are run here and
+    its `task_params` select some of them (otherwise the report could only say "not measured")."""
     _check_keys(entry, PUBLISHED_KEYS, where)
     for key in ("task", "rule", "metric", "source"):
-        if not isinstance(entry.get(key), str):
-            raise ConfigError(f"{where}: '{key}' (a string) is required")
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise ConfigError(f"{where}: '{key}' (a non-empty string) is required")
     for key in ("task", "rule", "metric"):
         check_text(entry[key], f"{where}: {key}")
     if not isinstance(entry.get("note", ""), str):
@@ -607,5 +610,23 @@ def _published(entry: dict, where: str) -> dict[str, Any]:
                           f"measured cell must have), got {task_params!r}")
     for key in task_params:
         check_text(key, f"{where}: task_params")
-    return {"note": "", **entry, "value": float(value), "task": registry.canonical("task", entry["task"]),
-            "rule": registry.canonical("rule", entry["rule"])}
+    task, rule = registry.canonical("task", entry["task"]), registry.canonical("rule", entry["rule"])
+    tasks = sorted({c.task.name for c in cells})
+    if task not in tasks:
+        raise ConfigError(f"{where}: task {shown(task)} is not in the suite{closest(task, tasks)}; "
+                          f"its tasks: {', '.join(tasks)}")
+    pool = [c for c in cells if c.task.name == task]
+    rules = sorted({c.rule.name for c in pool})
+    if rule not in rules:
+        raise ConfigError(f"{where}: rule {shown(rule)} is not run on task '{task}' in this suite"
+                          f"{closest(rule, rules)}; its rules there: {', '.join(rules)}")
+    pool = [c for c in pool if c.rule.name == rule]
+    known = sorted({k for c in pool for k in c.task.params})
+    for key in task_params:
+        if key not in known:
+            raise ConfigError(f"{where}: task_params: unknown parameter {shown(str(key))}{closest(str(key), known)}; "
+                              f"task '{task}' has: {', '.join(known)}")
+    if not any(all(c.task.params.get(k) == v for k, v in task_params.items()) for c in pool):
+        raise ConfigError(f"{where}: no cell of rule '{rule}' on task '{task}' has task_params {task_params}: "
+                          f"the figure could never be set beside a measured one")
+    return {"note": "", **entry, "value": float(value), "task": task, "rule": rule}

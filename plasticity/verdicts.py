@@ -75,6 +75,8 @@ BOUNDS = {"threshold": ("at_most", "at_least"), "ratio": ("at_most", "at_least")
 ALPHA = 0.05  # two-sided 95 % intervals; one-sided Fisher tests at 5 %
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+#: the verdict on a stored claim that is not a valid claim (a hand-edited suite.json, another version's)
+UNREADABLE = "unreadable"
 
 
 # ---- validation (suite load time) ---------------------------------------------------------
@@ -118,6 +120,9 @@ def parse_claim(entry: dict, cells: Sequence[Any], where: str) -> dict[str, Any]
 
     # The task, then the cells of that task the claim may look at.
     tasks = sorted({c.task.name for c in cells})
+    if "task" in entry and not isinstance(entry["task"], str):
+        raise ConfigError(f"{where}: 'task' must be a string naming one of the suite's tasks "
+                          f"({', '.join(tasks)}), got {entry['task']!r}")
     task = entry.get("task", tasks[0] if len(tasks) == 1 else None)
     if not isinstance(task, str):
         raise ConfigError(f"{where}: 'task' is required (the suite has several: {', '.join(tasks)})")
@@ -138,6 +143,11 @@ def parse_claim(entry: dict, cells: Sequence[Any], where: str) -> dict[str, Any]
             raise ConfigError(f"{where}: kind 'ordering' needs 'order', a list of at least two sides "
                               f"(best first), e.g. order = [{{ rule = \"bp\" }}, {{ rule = \"fa\" }}]")
         out["order"] = [_side(s, pool, metric, f"{where}: order[{i}]") for i, s in enumerate(order)]
+        for i, a in enumerate(out["order"]):
+            for j in range(i + 1, len(out["order"])):
+                if _same_point(a, out["order"][j]):
+                    raise ConfigError(f"{where}: order[{i}] and order[{j}] select the same cells at the same "
+                                      f"point: a run cannot be ordered against itself")
         extra = [k for k in ("subject", "baseline") if k in entry]
     else:
         out["subject"] = _side(entry.get("subject"), pool, metric, f"{where}: subject")
@@ -145,6 +155,10 @@ def parse_claim(entry: dict, cells: Sequence[Any], where: str) -> dict[str, Any]
             extra = [k for k in ("baseline", "order") if k in entry]
         else:
             out["baseline"] = _side(entry.get("baseline"), pool, metric, f"{where}: baseline")
+            if _same_point(out["subject"], out["baseline"]):
+                raise ConfigError(f"{where}: subject and baseline select the same cells at the same point, so the "
+                                  f"claim would compare a run with itself; give them different rules, parameters "
+                                  f"or optimizers, or judge one run at two points (at_updates / at_epoch)")
             extra = [k for k in ("order",) if k in entry]
     if extra:
         raise ConfigError(f"{where}: kind '{kind}' takes no {', '.join(repr(k) for k in extra)}")
@@ -169,10 +183,34 @@ def parse_claim(entry: dict, cells: Sequence[Any], where: str) -> dict[str, Any]
                 raise ConfigError(f"{where}: 'within' must be positive (|difference| ≤ within), got {value}")
             if kind == "ratio" and not value > 0:
                 raise ConfigError(f"{where}: a ratio bound must be positive, got {value}")
+            _check_bound_range(kind, metric, key, value, where)
         if metric == "grid_share" and kind == "difference" and key != "sign":
             raise ConfigError(f"{where}: metric 'grid_share' takes 'sign' in a difference, not '{key}'")
         out["bound"] = {"key": key, "value": value}
     return out
+
+
+def _check_bound_range(kind: str, metric: str, key: str, value: float, where: str) -> None:
+    """A bound the metric can reach: percentages in [0, 100] (a difference of them in [−100, 100]),
+    update counts not below 0; a bound outside would judge every run "not supported"."""
+    if kind == "ratio":
+        return
+    percent = metric in ACCURACY_METRICS or metric == "grid_share"
+    if kind == "threshold":
+        low, high = (0.0, 100.0) if percent else (0.0, math.inf)
+    else:
+        low, high = (-100.0, 100.0) if percent else (-math.inf, math.inf)
+    if not low <= value <= high:
+        span = f"between {low:g} and {high:g}" if math.isfinite(high) else f"at least {low:g}"
+        what = "a difference of percentages" if percent and kind != "threshold" else (
+            "a percentage" if percent else "an update count")
+        raise ConfigError(f"{where}: '{key}' = {value:g} can never be met: {METRICS[metric][0]} gives "
+                          f"{what}, so the bound must be {span}")
+
+
+def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two sides that select the same cells and judge them at the same evaluation."""
+    return _selects_same(a, b) and all(a.get(k) == b.get(k) for k in ("at_updates", "at_epoch"))
 
 
 def _choice(entry: dict, key: str, choices: tuple[str, ...], what: str, where: str) -> str:
@@ -246,7 +284,47 @@ def _side(value: Any, pool: Sequence[Any], metric: str, where: str) -> dict[str,
         side[key] = v
     if "at_updates" in side and "at_epoch" in side:
         raise ConfigError(f"{where}: give at_updates or at_epoch, not both")
+    for cell in match:
+        _check_reachable(side, cell, where)
     return side
+
+
+def _check_reachable(side: dict[str, Any], cell: Any, where: str) -> None:
+    """An `at_updates` / `at_epoch` some evaluation of `cell` can fall on, as far as the suite
+    alone tells (an epoch's update count needs the data, so an update count that could be an
+    epoch end is left to the report, which then says no evaluation fell there)."""
+    from .engine import evaluation_points
+
+    budget, evaluation = cell.budget, cell.evaluation
+    epoch_ends = evaluation.get("every_epoch", True) and not evaluation.get("points")
+    if "at_epoch" in side:
+        e = side["at_epoch"]
+        if float(e) != int(e):
+            raise ConfigError(f"{where}: 'at_epoch' = {e:g} is not the end of an epoch: give a whole number")
+        if budget.get("epochs") is not None and e > budget["epochs"]:
+            raise ConfigError(f"{where}: 'at_epoch' = {e:g} lies beyond the budget of {budget['epochs']:g} epochs "
+                              f"(cell {cell.labels.get('variant', cell.rule.name)}, seed {cell.seed})")
+        if not epoch_ends and e != budget.get("epochs"):  # the budget's end is always evaluated
+            has = "points" if evaluation.get("points") else "every_epoch = false"
+            raise ConfigError(f"{where}: 'at_epoch' = {e:g} needs an evaluation at each epoch's end, but the "
+                              f"suite's [evaluation] has {has} (only the budget's last epoch is evaluated at its end)")
+    if "at_updates" in side:
+        n, most = side["at_updates"], budget.get("updates")
+        if most is not None and n > most:
+            raise ConfigError(f"{where}: 'at_updates' = {n} lies beyond the budget of {most} updates")
+        if epoch_ends or most is None or budget.get("epochs") is not None:  # the last update is the data's
+            return
+        points = []
+        for p in evaluation_points(evaluation, most):
+            if p > most:
+                break
+            points.append(p)
+        points.append(most)
+        if n not in points:
+            before = max((p for p in points if p < n), default=0)
+            after = min(p for p in points if p > n)
+            raise ConfigError(f"{where}: no evaluation falls after exactly {n} updates; the evaluations around it "
+                              f"are after {before} and {after} updates")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -325,6 +403,9 @@ class SideResult:
     #: update counts: seed -> the last evaluated update of a seed that never reached the threshold
     #: (its true count lies beyond it)
     censored: dict[Any, float] = field(default_factory=dict)
+    #: finished cells of the judged variant (of every variant when none has a value) that diverged
+    #: and so have no accuracy: left out of the interval, and said so
+    diverged: int = 0
 
     @property
     def label(self) -> str:
@@ -385,10 +466,14 @@ def measure_side(records: Sequence[CellRecord], claim: dict[str, Any], side: dic
         key = (-len(finite), mean if lower else -mean)
         if best_key is None or key < best_key:
             best, best_key, best_values = variant, key, values
-    finished = len(by_variant.get(best, [])) if best else 0
-    censored = {cell_identity(r)[2]: _last_update(r) for r in by_variant.get(best, [])
+    judged = by_variant[best] if best else [r for recs in by_variant.values() for r in recs]
+    if best is None and len(by_variant) == 1:  # no value, but one variant ran: name it
+        (best,) = by_variant
+    censored = {cell_identity(r)[2]: _last_update(r) for r in judged
                 if math.isinf(best_values.get(cell_identity(r)[2], math.nan))}
-    return SideResult(side["rule"], best, best_values, finished, unfinished, len(by_variant), censored=censored)
+    diverged = sum(r.status == "diverged" and cell_identity(r)[2] not in best_values for r in judged)
+    return SideResult(side["rule"], best, best_values, len(judged), unfinished, len(by_variant),
+                      censored=censored, diverged=diverged)
 
 
 def _last_update(rec: CellRecord) -> float:
@@ -415,11 +500,10 @@ def judge(claim: dict[str, Any], records: Sequence[CellRecord]) -> Verdict:
             f"{r.rule} ({r.unfinished} unfinished)" if r.unfinished else r.rule for r in empty), results)
     if claim["metric"] == "grid_share":
         return _judge_grid(claim, results)
-    unmeasured = [r for r in results if not r.values]
+    unmeasured = [(s, r) for s, r in zip(sides, results) if not r.values]
     if unmeasured:
-        where = _where(claim["subject"] if claim["kind"] != "ordering" else {})
-        return Verdict(claim, INCONCLUSIVE, "not measured", "no finished seed has the metric"
-                       + (f" {where}" if where else "") + ": " + ", ".join(r.label for r in unmeasured), results)
+        return Verdict(claim, INCONCLUSIVE, "not measured", "no finished seed has the metric: " + ", ".join(
+            f"{r.label} ({_why_unmeasured(s, r)})" for s, r in unmeasured), results)
     censored = [r for r in results if r.censored]
     if censored:
         parts = [f"{r.label}: {len(r.values) - len(r.censored)}/{len(r.values)} seeds reached "
@@ -482,17 +566,29 @@ def _selects_same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
 
 
-def _where(side: dict[str, Any]) -> str:
-    if "at_updates" in side:
-        return f"(no evaluation after exactly {side['at_updates']} updates)"
-    if "at_epoch" in side:
-        return f"(no evaluation at the end of epoch {side['at_epoch']:g})"
-    return ""
+def _why_unmeasured(side: dict[str, Any], r: SideResult) -> str:
+    """Why a side's finished cells gave no value: they diverged, or no evaluation fell where asked."""
+    why = []
+    if r.diverged:
+        why.append(f"{'all ' if r.diverged == r.finished else ''}{r.diverged} of {r.finished} diverged")
+    if r.diverged < r.finished:
+        if "at_updates" in side:
+            why.append(f"no evaluation after exactly {side['at_updates']} updates")
+        elif "at_epoch" in side:
+            why.append(f"no evaluation at the end of epoch {side['at_epoch']:g}")
+        else:
+            why.append("no final accuracy")
+    return "; ".join(why)
 
 
 def _unfinished_text(results: Sequence[SideResult]) -> str:
+    """What the interval leaves out: diverged seeds (no accuracy) and cells not yet finished."""
+    parts = [f"{r.label}: {r.diverged} diverged seed{'s' if r.diverged > 1 else ''} left out"
+             for r in results if r.diverged]
     n = sum(r.unfinished for r in results)
-    return f"; {n} cells still unfinished" if n else ""
+    if n:
+        parts.append(f"{n} cells still unfinished")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _fmt(v: float, metric: str) -> str:
@@ -507,8 +603,15 @@ def _interval_text(ci, metric: str, unit: str = "") -> str:
     return f"{ci.n} seeds, 95 % CI [{_fmt(ci.low, metric)}, {_fmt(ci.high, metric)}]{unit}"
 
 
-def _verdict(lo: float, hi: float, low_ok: float, high_ok: float) -> str:
-    """Supported when [lo, hi] ⊂ [low_ok, high_ok], not supported when disjoint from it, else inconclusive."""
+def _verdict(lo: float, hi: float, low_ok: float, high_ok: float, strict: bool = False) -> str:
+    """Supported when [lo, hi] ⊂ [low_ok, high_ok] (the open interval when `strict`), not supported
+    when [lo, hi] lies wholly outside it, else inconclusive."""
+    if strict:
+        if low_ok < lo and hi < high_ok:
+            return SUPPORTED
+        if hi <= low_ok or lo >= high_ok:
+            return NOT_SUPPORTED
+        return INCONCLUSIVE
     if low_ok <= lo and hi <= high_ok:
         return SUPPORTED
     if hi < low_ok or lo > high_ok:
@@ -516,22 +619,24 @@ def _verdict(lo: float, hi: float, low_ok: float, high_ok: float) -> str:
     return INCONCLUSIVE
 
 
-def _decide(ci, low_ok: float, high_ok: float) -> str:
+def _decide(ci, low_ok: float, high_ok: float, strict: bool = False) -> str:
     """`_verdict` on the interval over seeds (one seed: its value)."""
     lo, hi = (ci.mean, ci.mean) if ci.n == 1 else (ci.low, ci.high)
-    return _verdict(lo, hi, low_ok, high_ok)
+    return _verdict(lo, hi, low_ok, high_ok, strict)
 
 
-def _bound_range(bound: dict[str, Any]) -> tuple[float, float]:
-    """The values the claim's bound allows, as [low, high] (±inf = unbounded)."""
+def _bound_range(bound: dict[str, Any]) -> tuple[float, float, bool]:
+    """The values the claim's bound allows, as (low, high, strict) (±inf = unbounded). A sign is
+    strict: a difference of exactly 0 (a tie, common in update counts on a schedule) supports
+    neither "positive" nor "negative"."""
     key, v = bound["key"], bound["value"]
     if key == "at_most":
-        return -math.inf, v
+        return -math.inf, v, False
     if key == "at_least":
-        return v, math.inf
+        return v, math.inf, False
     if key == "within":
-        return -v, v
-    return (0.0, math.inf) if v == "positive" else (-math.inf, 0.0)
+        return -v, v, False
+    return (0.0, math.inf, True) if v == "positive" else (-math.inf, 0.0, True)
 
 
 def _judge_one(claim: dict[str, Any], r: SideResult) -> tuple[str, str, str]:
@@ -600,7 +705,7 @@ def _judge_order(claim: dict[str, Any], results: Sequence[SideResult]) -> tuple[
             verdicts.append(INCONCLUSIVE)
             bases.append(f"{a.rule}/{b.rule}: no common seed")
             continue
-        verdicts.append(_decide(ci, 0.0, math.inf))
+        verdicts.append(_decide(ci, 0.0, math.inf, strict=True))  # a tie orders neither way
         gap = "1 seed" if ci.n == 1 else f"{ci.n} seeds, CI [{_signed(ci.low, metric)}, {_signed(ci.high, metric)}]"
         bases.append(f"{a.rule} vs {b.rule}: {_signed(ci.mean, metric)} ({gap})")
     if NOT_SUPPORTED in verdicts:
@@ -645,8 +750,55 @@ def t_interval(values: Iterable[float]):
     return _t(values)
 
 
-def judge_all(claims: Sequence[dict[str, Any]], records: Sequence[CellRecord]) -> list[Verdict]:
-    return [judge(c, records) for c in claims]
+def judge_all(claims: Sequence[Any], records: Sequence[CellRecord]) -> list[Verdict]:
+    """The verdict on each claim a report's suite.json holds. One that is not a valid claim (edited
+    by hand, or written by another version) is `UNREADABLE`, its problem named, so that one bad
+    entry cannot stop the report."""
+    out = []
+    for c in claims:
+        problem = stored_claim_problem(c)
+        if problem is None:
+            try:
+                out.append(judge(c, records))
+                continue
+            except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
+                problem = f"could not be judged ({type(e).__name__}: {e})"
+        out.append(Verdict(c if isinstance(c, dict) else {}, UNREADABLE, "not measured", problem))
+    return out
+
+
+def stored_claim_problem(c: Any) -> str | None:
+    """What makes a stored claim unusable (the shape `parse_claim` writes), or None."""
+    if not isinstance(c, dict):
+        return f"a claim must be a table, got {type(c).__name__}"
+    for key in ("claim", "source", "task"):
+        if not isinstance(c.get(key), str):
+            return f"'{key}' (a string) is missing"
+    if c.get("kind") not in KINDS:
+        return f"unknown kind {c.get('kind')!r}; known: {', '.join(KINDS)}"
+    if c.get("metric") not in METRICS:
+        return f"unknown metric {c.get('metric')!r}; known: {', '.join(METRICS)}"
+    if c["metric"] in THRESHOLD_METRICS and not (_is_number(c.get("threshold")) and 0 < c["threshold"] < 100):
+        return f"metric '{c['metric']}' needs a threshold in (0, 100), got {c.get('threshold')!r}"
+    if not isinstance(c.get("task_params", {}), dict):
+        return "'task_params' must be a table"
+    names = ["order"] if c["kind"] == "ordering" else ["subject"] + (["baseline"] if c["kind"] != "threshold" else [])
+    sides = c.get("order") if c["kind"] == "ordering" else [c.get(n) for n in names]
+    if not isinstance(sides, list) or len(sides) < (2 if c["kind"] == "ordering" else 1):
+        return "'order' must list at least two sides"
+    for name, side in zip(names * len(sides) if c["kind"] == "ordering" else names, sides):
+        if not isinstance(side, dict) or not isinstance(side.get("rule"), str):
+            return f"'{name}' must be a table with a 'rule'"
+        if any(not isinstance(side.get(k, {}), dict) for k in ("params", "optimizer_params")):
+            return f"'{name}': params and optimizer_params must be tables"
+    if c["kind"] != "ordering":
+        bound = c.get("bound")
+        if not isinstance(bound, dict) or bound.get("key") not in BOUNDS[c["kind"]]:
+            return f"kind '{c['kind']}' needs a bound, one of {', '.join(BOUNDS[c['kind']])}"
+        v = bound.get("value")
+        if not (v in SIGNS if bound["key"] == "sign" else _is_number(v) and math.isfinite(v)):
+            return f"bound {bound['key']} has an unusable value {v!r}"
+    return None
 
 
 def comparison_text(claim: dict[str, Any]) -> str:

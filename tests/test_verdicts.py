@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -87,7 +89,37 @@ def test_missing_or_unfinished_cells_are_inconclusive_no_runs():
     assert v.verdict == INCONCLUSIVE and "no runs: bp (1 unfinished)" in v.basis
     # a diverged seed has no final accuracy: the claim rests on the complete ones
     v = judge(c, seeds("bp", [0.99, 0.99]) + [record("bp", 2, math.nan, status="diverged")])
-    assert "2 seeds" in v.basis
+    assert "2 seeds" in v.basis and "bp + sgd: 1 diverged seed left out" in v.basis
+    # every seed finished but diverged: the runs exist, they have no accuracy; said so, not "no runs"
+    v = judge(c, [record("bp", s, math.nan, status="diverged") for s in range(3)])
+    assert v.verdict == INCONCLUSIVE and v.basis == "no finished seed has the metric: bp + sgd (all 3 of 3 diverged)"
+
+
+def test_a_tie_supports_neither_sign_nor_order():
+    """Update counts on an evaluation schedule tie often: a difference of exactly 0 in every seed
+    is no evidence that either side is ahead."""
+    def diff(sign: str) -> dict:
+        return claim_suite('claim = "c"\nsource = "s"\nmetric = "updates_to"\nthreshold = 90\nkind = "difference"\n'
+                           f'subject = {{ rule = "bp" }}\nbaseline = {{ rule = "fa" }}\nsign = "{sign}"\n')[0]
+    tied = seeds("bp", [0.9] * 3) + seeds("fa", [0.9] * 3)  # both reach 90 % at update 100 in every seed
+    assert judge(diff("positive"), tied).verdict == NOT_SUPPORTED
+    assert judge(diff("negative"), tied).verdict == NOT_SUPPORTED
+    for order in ('[{ rule = "bp" }, { rule = "fa" }]', '[{ rule = "fa" }, { rule = "bp" }]'):
+        (c,) = claim_suite(f'claim = "c"\nsource = "s"\nmetric = "updates_to"\nthreshold = 90\n'
+                           f'kind = "ordering"\norder = {order}\n')
+        assert judge(c, tied).verdict == NOT_SUPPORTED
+    # one seed a step ahead, the others tied: the interval reaches 0, so it is open
+    ahead = seeds("bp", [0.9] * 3) + [record("fa", 0, 0.9, curve=[(0, 0.1), (10, 0.5), (200, 0.9)])] + [
+        record("fa", s, 0.9) for s in (1, 2)]
+    assert judge(diff("positive"), ahead).verdict != SUPPORTED
+
+
+def test_no_evaluation_at_the_asked_point_is_named():
+    (c,) = claim_suite('claim = "c"\nsource = "s"\nmetric = "test_accuracy"\nkind = "threshold"\n'
+                       'subject = { rule = "bp", at_updates = 50 }\nat_least = 90\n')
+    v = judge(c, seeds("bp", [0.95] * 3))  # evaluated after 0, 10 and 100 updates only
+    assert v.verdict == INCONCLUSIVE
+    assert v.basis == "no finished seed has the metric: bp + sgd (no evaluation after exactly 50 updates)"
 
 
 def test_difference_sign_and_equivalence_are_paired_by_seed():
@@ -199,6 +231,27 @@ def test_grid_share_difference_uses_fisher():
      "'source' (a non-empty string) is required"),
     ('claim = "c"\nsource = "s"\nmetric = "test_error"\nkind = "threshold"\nsubject = { rule = "bp" }\n'
      'at_most = 1\nverdict = "supported"\n', "unknown key 'verdict'"),
+    # bounds the metric can never reach
+    ('claim = "c"\nsource = "s"\nmetric = "test_accuracy"\nkind = "threshold"\nsubject = { rule = "bp" }\n'
+     'at_least = 150\n', "'at_least' = 150 can never be met: test accuracy (%) gives a percentage, so the bound "
+                         "must be between 0 and 100"),
+    ('claim = "c"\nsource = "s"\nmetric = "updates_to"\nthreshold = 90\nkind = "threshold"\n'
+     'subject = { rule = "bp" }\nat_most = -5\n', "'at_most' = -5 can never be met"),
+    ('claim = "c"\nsource = "s"\nmetric = "test_error"\nkind = "difference"\nsubject = { rule = "bp" }\n'
+     'baseline = { rule = "fa" }\nat_least = 120\n', "a difference of percentages, so the bound must be between "
+                                                      "-100 and 100"),
+    # a run compared with itself
+    ('claim = "c"\nsource = "s"\nmetric = "test_error"\nkind = "ratio"\nsubject = { rule = "bp" }\n'
+     'baseline = { rule = "bp" }\nat_most = 1\n', "subject and baseline select the same cells at the same point"),
+    ('claim = "c"\nsource = "s"\nmetric = "test_error"\nkind = "ordering"\n'
+     'order = [{ rule = "fa" }, { rule = "bp" }, { rule = "fa" }]\n',
+     "order[0] and order[2] select the same cells at the same point"),
+    # points no evaluation can fall on
+    ('claim = "c"\nsource = "s"\nmetric = "test_error"\nkind = "threshold"\n'
+     'subject = { rule = "bp", at_epoch = 0.5 }\nat_most = 1\n', "'at_epoch' = 0.5 is not the end of an epoch"),
+    ('claim = "c"\nsource = "s"\ntask = 5\nmetric = "test_error"\nkind = "threshold"\n'
+     'subject = { rule = "bp" }\nat_most = 1\n', "'task' must be a string naming one of the suite's tasks (digits), "
+                                                  "got 5"),
 ])
 def test_bad_claims_are_suite_errors_naming_the_file_and_the_choices(tmp_path, claim, message):
     path = tmp_path / "bad.toml"
@@ -206,6 +259,46 @@ def test_bad_claims_are_suite_errors_naming_the_file_and_the_choices(tmp_path, c
     with pytest.raises(ConfigError) as err:
         load_suite(path)
     assert f"suite file {path}: claims[0]" in str(err.value)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("evaluation, side, message", [
+    ("", 'at_updates = 500', "'at_updates' = 500 lies beyond the budget of 200 updates"),
+    ("", 'at_epoch = 5', "'at_epoch' = 5 lies beyond the budget of 3 epochs"),
+    ("[evaluation]\nper_decade = 1\nevery_epoch = false\n", 'at_updates = 50',
+     "no evaluation falls after exactly 50 updates; the evaluations around it are after 10 and 100 updates"),
+    ("[evaluation]\npoints = 4\n", 'at_epoch = 1',
+     "'at_epoch' = 1 needs an evaluation at each epoch's end, but the suite's [evaluation] has points"),
+])
+def test_a_claim_at_a_point_no_evaluation_reaches_is_refused(evaluation, side, message):
+    budget = "[budget]\nepochs = 3\n" if "epoch" in side else "[budget]\nupdates = 200\n"
+    claim = (f'[[claims]]\nclaim = "c"\nsource = "s"\nmetric = "test_error"\nkind = "threshold"\n'
+             f'subject = {{ rule = "bp", {side} }}\nat_most = 5\n')
+    def suite(budget: str, evaluation: str, claim: str) -> str:
+        return SUITE.replace("seeds = [0, 1, 2]\n", "seeds = [0, 1, 2]\n" + budget + evaluation) + claim
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_suite(suite(budget, evaluation, claim))
+    # the budget's own end is always evaluated: the last epoch is a valid point even with `points`
+    end = "at_epoch = 3" if "epoch" in side else "at_updates = 200"
+    assert parse_suite(suite(budget, evaluation, claim.replace(side, end))).claims
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('task = "mnist"\nrule = "bp"', "published[0]: task 'mnist' is not in the suite; its tasks: digits"),
+    ('task = "digits"\nrule = "bpp"', "rule 'bpp' is not run on task 'digits' in this suite (did you mean 'bp'?)"),
+    ('task = "digits"\nrule = "bp"\ntask_params = { hiden = 3 }',
+     "task_params: unknown parameter 'hiden' (did you mean 'hidden'?)"),
+    ('task = "digits"\nrule = "bp"\ntask_params = { activation = "relu" }',
+     "no cell of rule 'bp' on task 'digits' has task_params {'activation': 'relu'}"),
+    ('task = "digits"\nrule = "bp"\nsource = ""', "'source' (a non-empty string) is required"),
+])
+def test_a_published_figure_that_could_never_meet_a_measured_one_is_refused(entry, message):
+    text = SUITE + f'[[published]]\nmetric = "test_error"\nvalue = 2.0\n{entry}\n'
+    if "source" not in entry:
+        text += 'source = "s"\n'
+    with pytest.raises(ConfigError) as err:
+        parse_suite(text)
     assert message in str(err.value)
 
 
@@ -237,3 +330,31 @@ def test_claims_table_is_at_the_top_of_the_report(tmp_path):
     assert "BP beats 2 % error" in table and "test error (%): bp ≤ 2" in table
     assert '<span class="pill complete">supported</span>' in table and "3 seeds, 95 % CI" in table
     assert json.loads((tmp_path / "suite.json").read_text())["claims"][0]["kind"] == "threshold"
+
+
+def test_an_unreadable_stored_claim_gets_its_own_row_and_the_report_still_renders(tmp_path):
+    """suite.json edited by hand (or written by another version): the bad claim is named in its row,
+    the good one is still judged."""
+    suite = parse_suite(SUITE + "[[claims]]\n" + THRESHOLD)
+    meta = suite.meta()
+    good = meta["claims"][0]
+    meta["claims"] = [{**good, "metric": "test_loss"}, {**good, "subject": "bp"}, {**good, "bound": {"key": "at_most",
+                      "value": "two"}}, [1, 2], good]
+    meta["published"] = [{"task": "digits", "rule": "bp", "metric": "test_error", "value": 2.0, "source": "s",
+                          "task_params": [1]}]
+    write_json(tmp_path / "suite.json", meta)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for rec in seeds("bp", [0.990, 0.989, 0.991]):
+        writer = CellWriter(runs, rec.header["cell_id"])
+        writer.write(rec.header)
+        for ev in rec.evals:
+            writer.write(ev)
+        writer.finish({**rec.final, "message": None})
+    html = unescape(render_report(tmp_path))
+    table = html[html.index('<section id="claims">'):]
+    table = table[:table.index("</section>")]
+    assert table.count('<span class="pill error">unreadable</span>') == 4
+    assert "unknown metric 'test_loss'" in table and "'subject' must be a table with a 'rule'" in table
+    assert "bound at_most has an unusable value 'two'" in table and "a claim must be a table, got list" in table
+    assert '<span class="pill complete">supported</span>' in table

@@ -94,7 +94,9 @@ def header(suite: dict[str, Any], frame: pd.DataFrame, tasks: list[str]) -> Mark
 # ---- per task -----------------------------------------------------------------------------
 
 def _published_for(suite: dict[str, Any], task: str) -> list[dict[str, Any]]:
-    return [p for p in suite.get("published") or [] if isinstance(p, dict) and str(p.get("task")) == task]
+    published = suite.get("published") or []
+    return [p for p in published if isinstance(p, dict) and str(p.get("task")) == task] if isinstance(
+        published, list) else []
 
 
 def published_accuracy(entry: dict[str, Any]) -> float:
@@ -179,7 +181,8 @@ def published_table(cells: pd.DataFrame, published: list[dict[str, Any]]) -> Mar
         metric = str(p.get("metric", ""))
         stated = f"{metric.replace('_', ' ')} {p.get('value')} %"
         sub = cells[cells["rule"] == rule]
-        for key, value in (p.get("task_params") or {}).items():  # only cells of the published setting
+        task_params = p.get("task_params") if isinstance(p.get("task_params"), dict) else {}
+        for key, value in task_params.items():  # only cells of the published setting
             col = f"task.{key}"
             sub = sub[sub[col] == value] if col in sub.columns else sub.iloc[0:0]
         best_v, best_ci = None, None
@@ -189,7 +192,9 @@ def published_table(cells: pd.DataFrame, published: list[dict[str, Any]]) -> Mar
                 best_v, best_ci = v, ci
         measured = fmt_interval(best_ci) if best_ci else "not measured"
         delta = (f"{best_ci.mean * 100 - claimed:+.2f}" if best_ci and math.isfinite(claimed) else DASH)
-        rows.append([rule, stated, f"{claimed:.2f}" if math.isfinite(claimed) else f"unknown metric {metric}",
+        unusable = (f"unreadable value {p.get('value')!r}" if metric in ("test_error", "test_accuracy")
+                    else f"unknown metric {metric}")
+        rows.append([rule, stated, f"{claimed:.2f}" if math.isfinite(claimed) else unusable,
                      measured, delta, best_v or DASH, p.get("source", ""), p.get("note", "")])
     headers = ["rule", "published as", "claimed test acc. (%)", "measured test acc. (%)", "Δ (pp)",
                "best measured variant", "source", "note"]
@@ -534,15 +539,16 @@ CLAIMS_NOTE = (
     "(its count only known to exceed its last evaluation), and then the claim is decided only when every "
     "seed lies surely on one side. Grid shares are judged by exact tests (Clopper-Pearson, one-sided Fisher at 5 %). "
     "A claim whose cells have not finished is “inconclusive (no runs)”.")
-VERDICT_CLASS = {"supported": "complete", "not supported": "diverged", "inconclusive": "incomplete"}
+VERDICT_CLASS = {"supported": "complete", "not supported": "diverged", "inconclusive": "incomplete",
+                 "unreadable": "error"}
 
 
 def claims_section(suite: dict[str, Any], cells: Sequence[Any]) -> Markup:
     """The suite's claims with their verdicts, for the top of the report (nothing when it declares none)."""
-    from ..verdicts import comparison_text, judge_all
+    from ..verdicts import UNREADABLE, comparison_text, judge_all
 
-    claims = [c for c in suite.get("claims") or [] if isinstance(c, dict)]
-    if not claims:
+    claims = suite.get("claims") or []
+    if not isinstance(claims, list) or not claims:
         return Markup("")
     rows = []
     for v in judge_all(claims, cells):
@@ -550,9 +556,12 @@ def claims_section(suite: dict[str, Any], cells: Sequence[Any]) -> Markup:
         label = v.verdict + (" (no runs)" if v.basis.startswith("no runs") else "")
         verdict = Markup(f'<span class="pill {esc(VERDICT_CLASS[v.verdict])}">{esc(label)}</span><br>'
                          f'<span class="sub">{esc(v.basis)}</span>')
-        claim = Markup(esc(c["claim"]) + (f'<br><span class="sub">{esc(c["note"])}</span>' if c.get("note") else ""))
-        task = c["task"] + (" " + ", ".join(f"{k}={val}" for k, val in c["task_params"].items())
-                            if c.get("task_params") else "")
-        rows.append([claim, c["source"], task, comparison_text(c), v.measured, verdict])
+        claim = Markup(esc(str(c.get("claim", DASH)))
+                       + (f'<br><span class="sub">{esc(str(c["note"]))}</span>' if c.get("note") else ""))
+        task_params = c.get("task_params") if isinstance(c.get("task_params"), dict) else {}
+        task = str(c.get("task", DASH)) + (" " + ", ".join(f"{k}={val}" for k, val in task_params.items())
+                                           if task_params else "")
+        supported_if = DASH if v.verdict == UNREADABLE else comparison_text(c)
+        rows.append([claim, str(c.get("source", DASH)), task, supported_if, v.measured, verdict])
     headers = ["claim", "source", "task", "supported if", "measured", "verdict"]
     return section("claims", "Claims", table(headers, rows, class_="data claims"), tag("p", CLAIMS_NOTE, class_="note"))
