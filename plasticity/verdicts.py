@@ -454,7 +454,9 @@ def measure_side(records: Sequence[CellRecord], claim: dict[str, Any], side: dic
     if metric == "grid_share":  # a grid point reaches the threshold when most of its seeds did, as the report counts
         from .report.stats import grid_share
         reach, n = grid_share([cell_value(r, "updates_to", side, thr) for r in recs] for recs in by_variant.values())
-        return SideResult(side["rule"], None, {}, sum(map(len, by_variant.values())), unfinished, n, (reach, n))
+        # the side is a whole grid, not one variant: named by what it selects ("bp + mult-sgd")
+        label = side["rule"] + (f" + {side['optimizer']}" if side.get("optimizer") else "")
+        return SideResult(side["rule"], label, {}, sum(map(len, by_variant.values())), unfinished, n, (reach, n))
     best, best_key, best_values = None, None, {}
     for variant, recs in sorted(by_variant.items()):
         values = {cell_identity(r)[2]: cell_value(r, metric, side, thr) for r in recs}

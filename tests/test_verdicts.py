@@ -204,6 +204,18 @@ def test_grid_share_difference_uses_fisher():
     assert v.verdict == SUPPORTED and f"p = {p:.3g}" in v.basis and "8/8" in v.measured
 
 
+def test_grid_sides_of_one_rule_are_named_by_their_optimizer():
+    (c,) = parse_suite('seeds = [0]\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
+                       'optimizers = [{ name = "sgd" }, { name = "mult-sgd" }]\n[[claims]]\nclaim = "c"\n'
+                       'source = "s"\nmetric = "grid_share"\nthreshold = 90\nkind = "difference"\n'
+                       'subject = { rule = "bp", optimizer = "mult-sgd" }\nbaseline = { rule = "bp", optimizer = "sgd" }\n'
+                       'sign = "positive"\n').claims
+    mult = [record("bp", 0, 0.9, optimizer="mult-sgd", variant=f"m {i}") for i in range(3)]
+    sgd = [record("bp", 0, 0.9, curve=[(0, 0.1), (100, 0.5)], variant=f"s {i}") for i in range(4)]
+    assert judge(c, mult + sgd).measured == ("bp + mult-sgd: 3/3 grid points reach 90 %; "
+                                             "bp + sgd: 0/4 grid points reach 90 %")
+
+
 # ---- validation --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("claim, message", [
