@@ -329,12 +329,12 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     # The safety net behind the checks above, which name each value's valid range: NaN, ints beyond
     # 64 bits, control characters and deep nesting are refused wherever else they hide in the file.
     check_plain(doc, where)
-    search = _search(doc, cells, where) if "search" in doc else None
+    search = _search(doc, cells, where, max_cells) if "search" in doc else None
     return Suite(name, path, description, text, plugin_dirs, cells, published, claims=claims, search=search,
                  execution=execution)
 
 
-def _search(doc: dict, cells: list[Cell], where: str) -> Any:
+def _search(doc: dict, cells: list[Cell], where: str, max_cells: int = MAX_CELLS) -> Any:
     """The validated [search] table: each (task, rule) of the suite has one setting, the search's start."""
     from .search.space import parse_search
 
@@ -349,7 +349,7 @@ def _search(doc: dict, cells: list[Cell], where: str) -> Any:
             raise ConfigError(f"{where}: task '{c.task.name}' with rule '{c.rule.name}' has several settings (a grid, "
                               f"several optimizers or several entries); a searched suite gives each (task, rule) "
                               f"one starting setting and searches the rest in [search]")
-    return parse_search(doc["search"], where, base)
+    return parse_search(doc["search"], where, base, max_cells)
 
 
 def _optimizer_entries(rule_entry: dict, rule_cls: type, defaults: list[dict],

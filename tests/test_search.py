@@ -82,6 +82,13 @@ def test_search_table_is_parsed_with_equal_trials_and_fresh_final_seeds():
     (('sampler = "random"', 'sampler = "random"\nevaluation = { points = 0 }'), r"\[search\]\.evaluation points must lie in 1\.\.100,000, got 0"),
     (('sampler = "random"', 'sampler = "random"\nevaluation = { test = true }'), r"\[search\]\.evaluation: unknown key 'test'"),
     (("budget = { updates = 20 }", "budget = { seconds = 5 }\nevaluation = { points = 4 }"), r"\[search\]\.evaluation: evaluation points = 4 spaces evaluations evenly over the update budget, but the budget is in seconds only"),
+    (("budget = { updates = 20 }", "budget = {}"), r"^suite file bad\.toml: \[search\]\.budget: \{\} sets no limit; give updates, epochs or seconds"),
+    (("final_seeds = 2", "final_seeds = 4294967296"), r"\[search\]: final_seeds = 4,294,967,296: give a count in 1\.\.10,000 or a list of at most 10,000 seeds"),
+    (("final_seeds = 2", "final_seeds = 20000"), r"\[search\]: final_seeds = 20,000: give a count in 1\.\.10,000"),
+    (("final_seeds = 2", "final_seeds = 6000"), r"\[search\]: final_seeds = 6,000: the final stage would run 12,000 cells \(2 \(task, rule\) pairs x 6,000 seeds\), more than the limit of 10,000; .*--max-cells N"),
+    (("final_seeds = 2", "final_seeds = 2\ntrial_seed = 4294967294"), r"\[search\]: final_seeds = 2 counts seeds from trial_seed \+ 1 = 4,294,967,295 up to 4,294,967,296, past the largest seed 4,294,967,295; give final_seeds at most 1"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { choice = [1, 0.5, 1.0] }"), r"\[search\]\.optimizer\.lr\.choice: 1 and 1\.0 are the same value; each choice once"),
+    (("lr = { log = [1e-3, 1e-1] }", "lr = { choice = [0.1, 0.1] }"), r"\[search\]\.optimizer\.lr\.choice: 0\.1 is listed twice; each choice once"),
 ])
 def test_bad_search_tables_are_refused_naming_the_key(change, message):
     text = suite_text()
@@ -376,3 +383,206 @@ def test_the_suites_own_setting_is_each_studys_first_trial(tmp_path):
     narrow = parse_suite(text.replace("feedback_scale = { log = [0.1, 3.0] }", "feedback_scale = { log = [2.0, 3.0] }"))
     fa = next(k for k in study_keys(narrow) if k.rule == "fa")
     assert "rule.feedback_scale" not in suite_values(fa.base, narrow.search.spaces["fa"]), "outside: drawn instead"
+
+
+# ---- bad input and faults: one clear error, nothing half-done ----------------------------------
+
+def test_the_final_stage_is_held_to_the_suites_cell_limit():
+    """--max-cells bounds the final stage (each (task, rule) pair's best on every final seed) as it bounds a suite."""
+    with pytest.raises(ConfigError, match=r"\[search\]: final_seeds = 2: the final stage would run 4 cells \(2 \(task, "
+                                          r"rule\) pairs x 2 seeds\), more than the limit of 3"):
+        parse_suite(suite_text(), Path("s.toml"), max_cells=3)
+    assert parse_suite(suite_text(), Path("s.toml"), max_cells=4).search.final_seeds == [1, 2]
+
+
+def test_suite_evaluation_points_need_an_update_budget_for_the_trials_too():
+    """Trials inherit the suite's [evaluation] (the search's own keys over it): evenly spaced points need
+    a trial budget in updates or epochs, refused when the suite is read, naming [search]'s budget."""
+    text = suite_text().replace("per_decade = 5", "points = 3").replace("budget = { updates = 20 }",
+                                                                         "budget = { seconds = 1 }")
+    with pytest.raises(ConfigError, match=r"^suite file p\.toml: \[search\]\.budget: trials inherit the suite's "
+                                          r"\[evaluation\] points = 3, spaced evenly over the update budget, but the "
+                                          r"trial budget \(seconds = 1\) is in seconds only; give the trial budget "
+                                          r"updates or epochs$"):
+        parse_suite(text, Path("p.toml"))
+
+
+@pytest.fixture
+def aliased_bp(tmp_path):
+    """A plugin rule 'srch-bp' with the old name 'srch_bp', registered for one test."""
+    from plasticity import registry
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    path = folder / "srch_bp.py"
+    path.write_text('from plasticity import registry\nfrom plasticity.registry import register_rule\n\n\n'
+                    '@register_rule("srch-bp", aliases=["srch_bp"])\nclass SearchBP(registry.get_rule("bp")):\n'
+                    '    """Backprop under a new name and an old one."""\n')
+    yield folder
+    registry._loaded_files.discard(path.resolve())
+    registry._unregister("rule", "srch-bp")
+
+
+@pytest.mark.parametrize("table", [
+    'trials_per_rule = { srch_bp = 1, "srch-bp" = 3 }',
+    '[search.space.srch_bp]\noptimizer = { lr = { log = [0.1, 0.5] } }\n'
+    '[search.space.srch-bp]\noptimizer = { lr = { log = [0.01, 0.05] } }',
+])
+def test_a_rule_named_by_its_old_and_its_new_name_is_refused(aliased_bp, table):
+    """Under two names one rule's settings would silently replace the other's."""
+    text = (f'plugins = ["{aliased_bp}"]\n[budget]\nupdates = 5\n[[tasks]]\nname = "digits"\n[[rules]]\n'
+            f'name = "srch-bp"\n[search]\ntrials = 2\nbudget = {{ updates = 5 }}\n'
+            f'{table if table.startswith("trials") else ""}\n[search.optimizer]\nlr = {{ log = [1e-3, 1e-1] }}\n'
+            f'{table if table.startswith("[") else ""}\n')
+    where = "trials_per_rule" if table.startswith("trials") else r"\.space"
+    with pytest.raises(ConfigError, match=rf"\[search\]:? ?{where}: 'srch_bp' and 'srch-bp' both name rule "
+                                          rf"'srch-bp'; give it once"):
+        parse_suite(text, Path("a.toml"))
+
+
+def test_no_more_search_processes_than_trials_left(tmp_path, monkeypatch):
+    from plasticity.search import study
+
+    started = []
+    monkeypatch.setattr(study, "_run_processes", lambda ctx, jobs, *a: started.append(jobs))
+    suite = parse_suite(suite_text(trials=1))  # bp and fa: 2 trials
+    study.run_search(suite, tmp_path, jobs=3, progress=False)
+    assert started == [2]
+
+
+FLAKY_TASK = '''
+import multiprocessing
+
+from plasticity import registry
+from plasticity.errors import DataError
+from plasticity.registry import register_task
+
+
+@register_task("srch-flaky")
+class Flaky(registry.get_task("digits")):
+    """Digits whose data is missing {where}."""
+    needs_files = True
+
+    def load_arrays(self, data_dir):
+        if {missing}:
+            raise DataError(f"srch-flaky: data file {{data_dir}}/flaky.npz is missing")
+        return super().load_arrays(data_dir)
+'''
+
+
+def _flaky_suite(tmp_path: Path, where: str, missing: str) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "srch_flaky.py").write_text(FLAKY_TASK.format(where=where, missing=missing))
+    suite = tmp_path / "f.toml"
+    suite.write_text(f'plugins = ["{folder}"]\n' + suite_text(trials=2).replace('name = "digits"', 'name = "srch-flaky"'))
+    return suite
+
+
+def test_a_data_error_in_a_search_process_is_one_line_and_exit_2(tmp_path):
+    """A PlasticityError of a search process comes back as the one-line error of a single process
+    (not a traceback per process and advice to rerun)."""
+    suite = _flaky_suite(tmp_path, "in a search process", "multiprocessing.parent_process() is not None")
+    r = _run([str(suite), "--out", str(tmp_path / "out"), "--jobs", "2", "--search-only"])
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "run the same command again" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("plasticity: error: srch-flaky: data file ") and line.endswith("/flaky.npz is missing")
+
+
+def test_missing_data_stops_a_search_before_it_writes_anything(tmp_path):
+    from plasticity import registry
+    from plasticity.errors import DataError
+    from plasticity.search import run_search
+
+    suite_file = _flaky_suite(tmp_path, "everywhere", "True")
+    try:
+        suite = parse_suite(suite_file.read_text(), suite_file)
+        for jobs in (1, 2):
+            with pytest.raises(DataError, match=r"srch-flaky: data file .*/flaky\.npz is missing"):
+                run_search(suite, tmp_path / "out", jobs=jobs, progress=False)
+            assert not (tmp_path / "out").exists()
+    finally:
+        registry._loaded_files.discard((tmp_path / "plugins" / "srch_flaky.py").resolve())
+        registry._unregister("task", "srch-flaky")
+
+
+def test_the_suites_own_setting_is_asked_again_after_it_failed(tmp_path):
+    """A failed first trial (data missing, cut short) does not leave the search without the hand-set
+    configuration: it is asked again until it has a result."""
+    import optuna
+
+    from plasticity.search import run_search
+    from plasticity.search.space import suite_values
+    from plasticity.search.study import default_storage, load_study, study_keys
+
+    suite = parse_suite(suite_text(trials=2, extra='pruner = "none"'))
+    (tmp_path / "search").mkdir()
+    storage = open_storage(default_storage(tmp_path))
+    own = {}
+    for key in study_keys(suite):
+        own[key.rule] = suite_values(key.base, suite.search.spaces[key.rule])
+        study = load_study(storage, suite.search, key)
+        study.enqueue_trial(own[key.rule], user_attrs={"suite_setting": True})
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    summary = run_search(suite, tmp_path, progress=False)
+    for s in summary["studies"]:
+        trials = s["trials"]
+        assert [t["state"] for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"], trials
+        assert trials[1]["suite_setting"] and trials[1]["params"] == pytest.approx(own[s["rule"]])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn page"])
+def test_a_damaged_study_file_says_so_and_how_to_restart(tmp_path, damage):
+    """The user gave no --storage: the error names the search's own file, says it is damaged, and that
+    deleting it restarts the search; a torn page behind an intact first table is found at once too."""
+    from plasticity.search import run_search
+
+    suite = parse_suite(suite_text(trials=1))
+    db = tmp_path / "search" / "study.db"
+    db.parent.mkdir()
+    if damage == "garbage":
+        db.write_bytes(bytes(range(256)) * 20)
+    else:
+        open_storage(f"sqlite:///{db}").engine.dispose()
+        data = db.read_bytes()
+        db.write_bytes(data[:2 * 4096] + b"\xff" * 4096 + data[3 * 4096:])  # page 3: not the studies table
+    with pytest.raises(ConfigError) as err:
+        run_search(suite, tmp_path, progress=False)
+    message = str(err.value)
+    assert message.startswith(f"the search's study file {db}: the database file is damaged (")
+    assert message.endswith("); delete it, or move it away, to restart the search")
+    assert "--storage" not in message and "\n" not in message
+
+
+def test_the_sweep_leaves_a_trial_its_process_finished_while_the_sweep_looked(tmp_path, monkeypatch):
+    """A trial's process tells the study, then lets its claim go, outside the ask lock: a sweep that read
+    the trial as RUNNING and then got its claim must not close it again (that raised UpdateFinishedTrialError
+    in the sweeping process, a traceback in a --jobs 2 search)."""
+    import socket
+
+    import optuna
+    import torch
+
+    from plasticity.search import study as study_mod
+    from plasticity.search.study import Context, load_study, study_keys, sweep_dead_trials
+
+    suite = parse_suite(suite_text())
+    ctx = Context(suite, tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", torch.device("cpu"), None, {})
+    ctx.runs_dir.mkdir(parents=True)
+    key = study_keys(suite)[0]
+    study = load_study(open_storage(ctx.storage_url), suite.search, key)
+    trial = study.ask()
+    trial.suggest_float("optimizer.lr", 1e-3, 1e-1, log=True)
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", -1)
+    real_claim = study_mod.claim_cell
+
+    def owner_finishes_first(folder, name):
+        study.tell(trial.number, 0.5)  # the owner tells, then releases: the claim is free from here on
+        return real_claim(folder, name)
+
+    monkeypatch.setattr(study_mod, "claim_cell", owner_finishes_first)
+    assert sweep_dead_trials(study, key, ctx) == 0
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE and t.value == 0.5

@@ -6,13 +6,14 @@
     threshold = 0.97                # updates_to_threshold only: the validation accuracy to reach
     trials = 20                     # trials per (task, rule), the same for every rule ...
     trials_per_rule = { dtp = 40 }  # ... unless a suite says otherwise (the report says so)
-    budget = { epochs = 2 }         # per trial (the suite's [budget] is the final stage's)
+    budget = { epochs = 2 }         # per trial, required, with a limit (the suite's [budget] is the final stage's)
     sampler = "tpe"                 # tpe, random or grid (grid: every parameter a choice or int)
     pruner = "median"               # median, halving (successive halving) or none
     prune_after = 0.2               # share of the trial budget before a trial may be pruned
     seed = 0                        # the sampler's seed
     trial_seed = 0                  # the seed every trial trains with
-    final_seeds = 3                 # fresh seeds of the final stage: a count (trial_seed+1, ...) or a list
+    final_seeds = 3                 # fresh seeds of the final stage: a count (trial_seed+1, ...) or a list;
+                                    # at most 10,000, and the final stage's cells count against --max-cells
     start_from_suite = true         # the suite's own setting is every study's first trial (its values
                                     # that lie inside the space; the sampler draws the rest)
     evaluation = { per_decade = 2 } # a trial's evaluation points (the suite's [evaluation] keys; default: the
@@ -28,7 +29,7 @@
     optimizer = { lr = { log = [1e-5, 1e-2] } }
 
 Distributions: `log = [low, high]` (0 < low < high), `uniform = [low, high]` (low < high),
-`int = [low, high]` (whole numbers, low < high), `choice = [v, ...]` (distinct values). Each
+`int = [low, high]` (whole numbers, low < high), `choice = [v, ...]` (distinct values: 1 and 1.0 are one). Each
 bound and choice is checked against the parameter's own type and range (`make_params`), so a
 value the rule would refuse is refused here. Validation data drives every decision of the
 search, and a trial cell does not evaluate the test split at all (its `test_accuracy` is null):
@@ -56,6 +57,8 @@ SPACE_KEYS = {"rule", "optimizer"}
 SCHEDULE = "schedule"  # in an optimizer space: the learning-rate schedule, not an optimizer parameter
 MAX_TRIALS = 100_000
 DEFAULT_FINAL_SEEDS = 3
+#: fresh seeds of one configuration in the final stage (the suite's cell limit bounds all pairs' together)
+MAX_FINAL_SEEDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,21 @@ def _whole(value: Any, where: str, low: int, high: int) -> int:
     return value
 
 
+_NONE = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_choice(a: Any, b: Any) -> bool:
+    """Whether two choices are one setting: numbers compare as numbers (1 and 1.0 give the same
+    parameter value, so the same configuration), anything else only within its own type."""
+    if _is_number(a) and _is_number(b):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
 def parse_dist(spec: Any, where: str) -> Dist:
     """`{ log = [a, b] }` and its kin, checked for shape and order (not yet against the parameter)."""
     if not isinstance(spec, dict) or len(spec) != 1:
@@ -169,10 +187,12 @@ def parse_dist(spec: Any, where: str) -> Dist:
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {values!r}")
     if kind == "choice":
-        seen = []
+        seen: list[Any] = []
         for v in values:
-            if any(v == s and type(v) is type(s) for s in seen):
-                raise ConfigError(f"{where}.choice: {v!r} is listed twice; each choice once")
+            same = next((s for s in seen if _same_choice(v, s)), _NONE)
+            if same is not _NONE:
+                twice = f"{v!r} is listed twice" if repr(v) == repr(same) else f"{same!r} and {v!r} are the same value"
+                raise ConfigError(f"{where}.choice: {twice}; each choice once")
             seen.append(v)
         return Dist(kind, tuple(values))
     if len(values) != 2:
@@ -208,18 +228,22 @@ def _check_against(dists: dict[str, Dist], params_cls: type, fixed: dict[str, An
             make_params(params_cls, {**fixed, key: v}, f"{where}.{key} ({kind} '{name}')")
 
 
-def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any]) -> SearchSpec:
-    """Validate `[search]` against the suite's (task, rule) base cells (one setting each)."""
+def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any],
+                 max_cells: int | None = None) -> SearchSpec:
+    """Validate `[search]` against the suite's (task, rule) base cells (one setting each); the final
+    stage (each pair's best on every final seed) may hold at most `max_cells` cells, the suite's limit."""
     from ..suite import (
         BUDGET_KEYS,
+        MAX_CELLS,
         NO_OPTIMIZER,
         SCHEDULES,
         _budget,
         _check_keys,
-        _seeds,
         check_points,
         checked_evaluation,
     )
+
+    max_cells = MAX_CELLS if max_cells is None else max_cells
 
     where = f"{where}: [search]"
     if not isinstance(table, dict):
@@ -250,14 +274,23 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
         raise ConfigError(f"{where}: budget is required: the per-trial budget, e.g. budget = {{ epochs = 2 }} "
                           f"(the suite's [budget] is the final stage's)")
     budget = _budget(table["budget"], f"{where}.budget")
+    if not budget:
+        # as the suite's [budget]: a trial without a limit would train until killed
+        raise ConfigError(f"{where}.budget: {table['budget']!r} sets no limit; give updates, epochs or seconds, "
+                          f"e.g. budget = {{ epochs = 2 }}")
     budget = {k: budget.get(k) for k in BUDGET_KEYS}
-    raw_final = table.get("final_seeds", DEFAULT_FINAL_SEEDS)
-    final = _seeds(raw_final, f"{where}.final_seeds")
-    final_seeds = [trial_seed + 1 + s for s in final] if isinstance(raw_final, int) else list(final)
-    if trial_seed in final_seeds:
-        raise ConfigError(f"{where}: final_seeds holds trial_seed {trial_seed}: the final stage runs on fresh seeds")
+    final_seeds = _final_seeds(table.get("final_seeds", DEFAULT_FINAL_SEEDS), trial_seed, len(base_cells),
+                               max_cells, where)
     evaluation = {**TRIAL_EVALUATION, **checked_evaluation(table.get("evaluation", {}), f"{where}.evaluation")}
     check_points(evaluation, budget, f"{where}.evaluation")
+    seconds_only = budget["updates"] is None and budget["epochs"] is None
+    for cell in base_cells.values():
+        # a trial evaluates with the suite's [evaluation] under the search's own keys, so its points too
+        points = {**cell.evaluation, **evaluation}.get("points")
+        if points and seconds_only:
+            raise ConfigError(f"{where}.budget: trials inherit the suite's [evaluation] points = {points}, spaced "
+                              f"evenly over the update budget, but the trial budget (seconds = {budget['seconds']}) "
+                              f"is in seconds only; give the trial budget updates or epochs")
 
     rules = {}
     for (task, rule), cell in base_cells.items():
@@ -266,11 +299,13 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
     if not isinstance(per_rule, dict):
         raise ConfigError(f"{where}: trials_per_rule must be a table like {{ dtp = 40 }}")
     trial_counts = {r: trials for r in rules}
+    named: dict[str, str] = {}
     for name, n in per_rule.items():
         rule = registry.canonical("rule", name)
         if rule not in rules:
             raise ConfigError(f"{where}: trials_per_rule: rule {shown(name)} is not in the suite's rules: "
                               f"{', '.join(rules)}{closest(name, list(rules))}")
+        _once(named, rule, name, f"{where}: trials_per_rule")
         trial_counts[rule] = _whole(n, f"{where}: trials_per_rule.{name}", 1, MAX_TRIALS)
 
     shared_opt = table.get("optimizer", {})
@@ -281,12 +316,14 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
     if not isinstance(space_table, dict):
         raise ConfigError(f"{where}.space: expected tables [search.space.<rule>]")
     spaces: dict[str, RuleSpace] = {}
+    named = {}
     for name, entry in space_table.items():
         s_where = f"{where}.space.{name}"
         rule = registry.canonical("rule", name)
         if rule not in rules:
             raise ConfigError(f"{s_where}: rule {shown(name)} is not in the suite's rules: "
                               f"{', '.join(rules)}{closest(name, list(rules))}")
+        _once(named, rule, name, f"{where}.space")
         if not isinstance(entry, dict):
             raise ConfigError(f"{s_where}: expected a table with rule = {{...}} and/or optimizer = {{...}}")
         _check_keys(entry, SPACE_KEYS, s_where)
@@ -331,6 +368,43 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any])
                                   f"{size} points; lower trials to at most {size}")
     return SearchSpec(objective, threshold, trial_counts, trials, budget, sampler, pruner, float(prune_after), seed,
                       trial_seed, final_seeds, spaces, evaluation, start_from_suite)
+
+
+def _once(named: dict[str, str], rule: str, name: str, where: str) -> None:
+    """Refuse a rule named twice (an alias and its own name): one of the two would silently win."""
+    if rule in named:
+        raise ConfigError(f"{where}: {shown(named[rule])} and {shown(name)} both name rule '{rule}'; "
+                          f"give it once")
+    named[rule] = name
+
+
+def _final_seeds(raw: Any, trial_seed: int, pairs: int, max_cells: int, where: str) -> list[int]:
+    """The final stage's seeds: a count (trial_seed + 1, ...) or a list, each at most the largest seed,
+    none the trial seed, and the final stage (`pairs` (task, rule) pairs x the seeds) at most `max_cells`."""
+    from ..suite import SEED_MAX, _seeds
+
+    final = _seeds(raw, f"{where}.final_seeds")  # a count stays a range until its size is checked
+    given = f"final_seeds = {raw:,}" if isinstance(raw, int) else f"final_seeds lists {len(final):,} seeds"
+    if len(final) > MAX_FINAL_SEEDS:
+        raise ConfigError(f"{where}: {given}: give a count in 1..{MAX_FINAL_SEEDS:,} or a list of at most "
+                          f"{MAX_FINAL_SEEDS:,} seeds")
+    if pairs * len(final) > max_cells:
+        raise ConfigError(f"{where}: {given}: the final stage would run "
+                          f"{pairs * len(final):,} cells ({pairs:,} (task, rule) pairs x {len(final):,} seeds), more "
+                          f"than the limit of {max_cells:,}; give fewer final_seeds, or raise the limit with "
+                          f"`plasticity run --max-cells N`")
+    if isinstance(raw, list):
+        final_seeds = list(final)
+    else:
+        last = trial_seed + len(final)
+        if last > SEED_MAX:
+            raise ConfigError(f"{where}: final_seeds = {raw} counts seeds from trial_seed + 1 = {trial_seed + 1:,} "
+                              f"up to {last:,}, past the largest seed {SEED_MAX:,}; give final_seeds "
+                              f"at most {SEED_MAX - trial_seed:,}, a lower trial_seed, or a list of seeds")
+        final_seeds = [trial_seed + 1 + s for s in final]
+    if trial_seed in final_seeds:
+        raise ConfigError(f"{where}: final_seeds holds trial_seed {trial_seed}: the final stage runs on fresh seeds")
+    return final_seeds
 
 
 def suite_values(cell: Any, space: RuleSpace) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import socket
 import sys
 import time
@@ -65,6 +66,7 @@ SEARCH_DIR = "search"
 ASK_LOCK = "ask"
 ASK_POLL_SECONDS = 0.05
 FAIL_LIMIT_MIN = 5  # a study stops after max(this, trials) failed trials: a bug, not bad luck
+ERROR_EXIT = 2  # a search process that stopped on a PlasticityError (its message goes to the parent)
 POLL_SECONDS = 2.0
 
 
@@ -82,9 +84,12 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(search_dir(out) / 'study.db').resolve()}"
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna storage for `url`, connected now: a URL that cannot be reached is a ConfigError."""
+def open_storage(url: str, default_file: Path | None = None) -> Any:
+    """An Optuna storage for `url`, connected and (SQLite) checked now: a URL that cannot be reached or a
+    damaged database file is a ConfigError. `default_file`: the url is the search's own study file, which
+    the user did not name, so an error names the file instead of --storage."""
     optuna = _optuna()
+    where = f"the search's study file {default_file}" if default_file else f"--storage {url}"
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -99,12 +104,53 @@ def open_storage(url: str) -> Any:
             kwargs = {"connect_args": {"connect_timeout": 15}}
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         storage.get_all_studies()  # a first query: the server answers, the tables exist
+        if url.startswith("sqlite"):
+            _check_sqlite(storage)
         return storage
     except Exception as exc:  # noqa: BLE001  any driver's failure to connect is the same error to the user
-        detail = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"--storage {url}: cannot be reached ({type(exc).__name__}: {detail}); give an "
+        damaged = _damaged(exc)
+        # SQLAlchemy appends the statement and a link to its docs: the driver's reason is enough
+        detail = " ".join(re.split(r"\[SQL:|\(Background on", str(damaged or exc))[0].split())[:300]
+        if damaged:
+            raise ConfigError(f"{where}: the database file is damaged ({detail}); delete it, or move it away, "
+                              f"to restart the search") from None
+        if default_file:
+            raise ConfigError(f"{where}: cannot be opened ({type(exc).__name__}: {detail})") from None
+        raise ConfigError(f"{where}: cannot be reached ({type(exc).__name__}: {detail}); give an "
                           f"SQLAlchemy URL (sqlite:///path, postgresql://..., mysql://...) or journal:PATH "
                           f"in an existing folder") from None
+
+
+class _DamagedDatabase(Exception):
+    """SQLite's integrity check found a damaged file."""
+
+
+def _check_sqlite(storage: Any) -> None:
+    """SQLite's quick integrity check: a truncated file can hold an intact studies table (so the first
+    query passes) and fail in the middle of the search, when a trial is read or told."""
+    from sqlalchemy import text
+
+    with storage.engine.connect() as conn:
+        rows = [r[0] for r in conn.execute(text("PRAGMA quick_check"))]
+    if rows != ["ok"]:
+        raise _DamagedDatabase("; ".join(str(r) for r in rows[:3]))
+
+
+def _damaged(exc: BaseException) -> BaseException | None:
+    """The error in `exc`'s chain that says the SQLite file is not a (whole) database, as opposed to one
+    that cannot be opened or is busy (sqlite3 raises those as OperationalError, a subclass); None if none.
+    Optuna wraps some of these in its StorageInternalError, so the chain is searched."""
+    import sqlite3
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        orig = getattr(exc, "orig", exc)
+        if isinstance(exc, _DamagedDatabase) or (isinstance(orig, sqlite3.DatabaseError)
+                                                 and not isinstance(orig, sqlite3.OperationalError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass
@@ -262,6 +308,8 @@ def sweep_dead_trials(study: Any, key: StudyKey, ctx: Context) -> int:
         except CellHeld:
             continue  # alive
         try:
+            if study._storage.get_trial(t._trial_id).state != optuna.trial.TrialState.RUNNING:
+                continue  # its process told the study and let the claim go since the list was read: not dead
             try:
                 cell = trial_cell(ctx.suite.name, spec, key, dict(t.params)) if t.user_attrs.get("cell_id") else None
             except PlasticityError:
@@ -321,8 +369,9 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
         if failed >= max(FAIL_LIMIT_MIN, key.trials):
             raise PlasticityError(f"search {key.name}: {failed} trials failed; see the .part and error files in "
                                   f"{ctx.runs_dir} and the trials' messages in the study")
-        if not trials and spec.start_from_suite and spec.sampler != "grid":
-            # the hand-set configuration competes: the search cannot end below it on its own objective
+        if spec.start_from_suite and spec.sampler != "grid" and not _suite_setting_done(trials):
+            # the hand-set configuration competes: the search cannot end below it on its own objective.
+            # So it is asked again after it failed (data missing, cut short, ...) until it has a result.
             own = suite_values(key.base, spec.spaces[key.rule])
             if own:
                 study.enqueue_trial(own, user_attrs={"suite_setting": True})
@@ -335,6 +384,13 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         return trial, claim
+
+
+def _suite_setting_done(trials: list[Any]) -> bool:
+    """Whether a study's trial of the suite's own setting has a result (complete or pruned), runs, or
+    waits to be asked (enqueued by a process that died before its ask)."""
+    states = _optuna().trial.TrialState
+    return any(t.user_attrs.get("suite_setting") and t.state != states.FAIL for t in trials)
 
 
 def pruning_hook(live: Any, objective: str, threshold: float | None, budget: dict[str, Any],
@@ -463,16 +519,21 @@ def _worker(ctx: Context, on_trial: Callable[[], None] | None = None) -> None:
                 on_trial()
 
 
-def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pid: int) -> None:
+def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pid: int, errors: Any) -> None:
+    """A search process: run trials; a PlasticityError goes back to the parent through `errors` (which
+    prints it as the one-line error of a single process) instead of a traceback here."""
     from ..runner import _die_with_parent, signals_as_interrupt
     _die_with_parent(parent_pid)
-    torch.set_num_threads(threads)
-    registry.load_plugins(plugin_dirs)
     try:
+        torch.set_num_threads(threads)
+        registry.load_plugins(plugin_dirs)
         with signals_as_interrupt():
             _worker(ctx)
     except KeyboardInterrupt:
         sys.exit(130)
+    except PlasticityError as exc:
+        errors.put(str(exc))
+        sys.exit(ERROR_EXIT)
 
 
 def _done_count(storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> int:
@@ -499,18 +560,26 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
 
     remote = execution is not None and execution.executor != "local"
     out = Path(out)
-    if storage_url:
-        storage = open_storage(storage_url)  # checked before anything runs or is written
-    search_dir(out).mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url) if storage_url else None  # checked before anything runs or is written
     url = storage_url or default_storage(out)
-    if not storage_url:
-        storage = open_storage(url)
+    study_file = search_dir(out) / "study.db"
+    if storage is None and study_file.exists():
+        storage = open_storage(url, default_file=study_file)
     device_name = str(device or "cpu")
     dev = torch.device("cpu") if remote else torch.device(device_name)  # a remote trial resolves it where it runs
     keys = study_keys(suite)
     total = sum(k.trials for k in keys)
     ctx = Context(suite, out, url, dev, data_dir, provenance(dev, ",".join(sorted({k.base.dtype for k in keys}))))
-    bar = tqdm(total=total, initial=_done_count(storage, suite.search, keys), desc=f"search {suite.name}",
+    done = 0 if storage is None else _done_count(storage, suite.search, keys)
+    # no more processes than trials left to run: an extra one would only start, sweep and stop
+    local_jobs = max(1, min(jobs or 1, total - done))
+    if not remote and done < total:
+        # a missing data file is one error before any trial starts (and before a fresh search writes anything)
+        check_data(keys, ctx, warm=local_jobs == 1)
+    search_dir(out).mkdir(parents=True, exist_ok=True)
+    if storage is None:
+        storage = open_storage(url, default_file=study_file)
+    bar = tqdm(total=total, initial=done, desc=f"search {suite.name}",
                unit="trial", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
     try:
@@ -518,15 +587,45 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
             if remote:
                 _run_remote(ctx, storage, keys, execution, device_name, jobs,
                             lambda: _sync_bar(bar, storage, suite.search, keys))
-            elif (jobs or 1) <= 1:
+            elif local_jobs <= 1:
                 _worker(ctx, lambda: _sync_bar(bar, storage, suite.search, keys))
             else:
-                _run_processes(ctx, jobs, bar, storage, keys)
+                _run_processes(ctx, local_jobs, bar, storage, keys)
     finally:
         bar.close()
     wall = time.perf_counter() - started
-    summary = export(storage, suite, keys, out, wall, jobs or 1)
+    summary = export(storage, suite, keys, out, wall, (jobs or 1) if remote else local_jobs)  # processes that ran
     return summary
+
+
+def check_data(keys: list[StudyKey], ctx: Context, warm: bool) -> None:
+    """Read each task's data files once, so that missing or damaged data is one error (the loader's)
+    before any trial starts, not a failed trial in every process. `warm`: load the tensors as a trial in
+    this process will, which then finds them in the task's cache; else only the arrays (the trials run
+    in other processes)."""
+    from ..engine import DTYPES
+    from ..params import make_params
+
+    seen = set()
+    for key in keys:
+        cell = key.base
+        config = (cell.task.name, json.dumps(cell.task.params, sort_keys=True, default=str), cell.dtype)
+        if config in seen:
+            continue
+        seen.add(config)
+        task_cls = registry.get_task(cell.task.name)
+        if not task_cls.needs_files:
+            continue
+        try:
+            task = task_cls(make_params(task_cls.Params, cell.task.params, f"task '{cell.task.name}'"), ctx.data_dir)
+            if warm:
+                task.data(ctx.device, DTYPES[cell.dtype])
+            else:
+                task.load_arrays(task.data_dir)
+        except PlasticityError:
+            raise
+        except Exception:  # noqa: BLE001  a task's own failure belongs to its trials, which record it
+            continue
 
 
 def _sync_bar(bar: tqdm, storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> None:
@@ -535,9 +634,12 @@ def _sync_bar(bar: tqdm, storage: Any, spec: SearchSpec, keys: list[StudyKey]) -
 
 
 def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[StudyKey]) -> None:
+    """`jobs` search processes until every study has its trials; the first PlasticityError of one
+    stops the others and is raised here."""
     mp_ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    procs = [mp_ctx.Process(target=_process_main, args=(ctx, list(ctx.suite.plugins), threads, os.getpid()),
+    errors = mp_ctx.SimpleQueue()
+    procs = [mp_ctx.Process(target=_process_main, args=(ctx, list(ctx.suite.plugins), threads, os.getpid(), errors),
                             name=f"plasticity-search-{i}") for i in range(jobs)]
     for p in procs:
         p.start()
@@ -546,6 +648,10 @@ def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[
             for p in procs:
                 p.join(timeout=POLL_SECONDS / len(procs))
             _sync_bar(bar, storage, ctx.suite.search, keys)
+            if not errors.empty():
+                raise PlasticityError(errors.get())  # the others are stopped below, as on Ctrl-C
+        if not errors.empty():
+            raise PlasticityError(errors.get())
     except BaseException:
         for p in procs:
             p.terminate()  # SIGTERM: each tells its trial FAIL and exits
