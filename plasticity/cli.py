@@ -161,7 +161,7 @@ def _list_suites(width: int, plugins: list[Path]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import resolve_device
-    from .runner import run_suite
+    from .runner import check_data_dir, check_out_folder, run_suite
     from .suite import load_suite
 
     if args.jobs is not None and args.jobs < 1:
@@ -173,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry.load_plugins(args.plugins)
     suite = load_suite(args.suite, [Path(p).resolve() for p in args.plugins], max_cells=max_cells)
     slurm = {k: v for option in args.slurm for k, v in option.items()}
+    _check_executor_flags(args, suite.execution.executor)
     execution = suite.execution.with_overrides(args.executor, args.ray_address, args.cells_per_gpu, slurm)
     if execution.executor == "local":
         resolve_device(args.device)  # a bad --device stops here, before anything reads as started
@@ -182,6 +183,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if suite.search is None and (args.storage or args.search_only):
         raise PlasticityError(f"--storage and --search-only apply to suites with a [search] table; suite "
                               f"{suite.name} has none")
+    # Refused here, before a search writes its study into the folder (run_suite checks again).
+    check_out_folder(out, suite.name)
+    if execution.executor != "ray":  # Ray nodes read their own disks, not this one
+        check_data_dir(args.data_dir)
     where = "" if execution.executor == "local" else f" on {execution.executor}"
     try:
         if suite.search is not None:
@@ -214,9 +219,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  error: {err}", file=sys.stderr)
     if not args.no_report:
         from .report import build_report
-        html = build_report(out)
+        try:
+            html = build_report(out)
+        except PlasticityError as exc:
+            raise PlasticityError(f"the run finished but its report failed: {exc}; the cells are kept in "
+                                  f"{out / 'runs'}: fix that and rebuild the report with `plasticity report "
+                                  f"{out}`") from None
         print(f"report: {html.resolve()}")
     return 1 if summary.errors else 0
+
+
+#: the flags that only one kind of executor reads, and the executors that read each
+EXECUTOR_FLAGS = {"ray_address": ("--ray-address", ("ray",)), "slurm": ("--slurm", ("slurm",)),
+                  "cells_per_gpu": ("--cells-per-gpu", ("ray", "slurm"))}
+
+
+def _check_executor_flags(args: argparse.Namespace, suite_executor: str) -> None:
+    """Refuse a flag of another executor than the one that runs: whoever typed it expected that
+    executor, and the run would silently go elsewhere without it."""
+    executor = args.executor or suite_executor
+    source = ("--executor" if args.executor else "the suite's [execution] table" if suite_executor != "local"
+              else "the default")
+    for attr, (flag, readers) in EXECUTOR_FLAGS.items():
+        if getattr(args, attr) in (None, []) or executor in readers:
+            continue
+        choices = " or ".join(f"--executor {r}" for r in readers)
+        raise PlasticityError(f"{flag} applies to {choices}, but this run uses the {executor} executor "
+                              f"({source}): add {choices}, or drop {flag}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

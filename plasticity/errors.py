@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class PlasticityError(Exception):
@@ -33,3 +35,16 @@ def unknown(kind: str, name: str, choices: Iterable[str], where: str = "") -> st
     prefix = f"{where}: " if where else ""
     return (f"{prefix}unknown {kind} '{name}'{closest(name, choices)}; "
             f"known {kind}s: {', '.join(choices) if choices else '(none registered)'}")
+
+
+def not_a_folder(path: Path) -> str | None:
+    """Why a path meant as a folder cannot be one: 'is a file, not a folder', or 'lies under X, which
+    is a file, not a folder'; None when it is a folder or nothing is there yet (it can be made)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if os.path.lexists(part):
+            if part.is_dir():
+                return None
+            what = "a file" if part.is_file() else "not a regular file or folder"
+            return f"is {what}, not a folder" if part == path else f"lies under {part}, which is {what}, not a folder"
+    return None

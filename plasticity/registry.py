@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .errors import RegistryError, unknown
+from .errors import RegistryError, not_a_folder, unknown
 
 KINDS = ("rule", "task", "optimizer")
 
@@ -166,9 +166,11 @@ def load_plugin_file(path: Path) -> None:
 
 
 def load_plugin_dir(directory: Path) -> None:
+    """Import every `*.py` file of a plugin folder (not those starting with '_')."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise RegistryError(f"plugin folder {directory} does not exist")
+        raise RegistryError(f"plugin folder {directory} {not_a_folder(directory) or 'does not exist'} (--plugins DIR, "
+                            f"PLASTICITY_PLUGINS and a suite's plugins name folders of rule and task .py files)")
     for path in sorted(directory.glob("*.py")):
         if not path.name.startswith("_"):
             load_plugin_file(path)

@@ -485,13 +485,42 @@ def _newest_best(records: list[CellRecord]) -> CellRecord:
                                        r.path.stat().st_mtime if r.path.exists() else 0.0))
 
 
-def read_manifest(suite_dir: Path) -> tuple[dict[str, Any] | None, bool]:
-    """The cell list {cell_id: {"hash", "parts"}} of `suite.json` (None if absent) and its keep_stale flag."""
+DAMAGED_SUITE_JSON = "read as if the folder had none: every cell in runs/ counts"
+
+
+def read_suite_json(suite_dir: Path, action: str = DAMAGED_SUITE_JSON,
+                    stream: IO[str] | None = None) -> dict[str, Any] | None:
+    """The folder's `suite.json` as a dict; None when there is none. A damaged one (not JSON, not
+    an object, a cell list that is not one, unreadable) is named in one warning per file, saying
+    what is done instead (`action`), and read as absent."""
+    path = Path(suite_dir) / "suite.json"
     try:
-        meta = json.loads((Path(suite_dir) / "suite.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None, False
-    if not isinstance(meta, dict) or not isinstance(meta.get("cells"), dict):
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        problem = ("not a JSON object" if not isinstance(meta, dict) else
+                   "its 'cells' is not a table of cells" if "cells" in meta and not isinstance(meta["cells"], dict)
+                   else "")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror or exc}"
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        problem = f"not valid JSON: {type(exc).__name__}: {exc}"
+    if not problem:
+        return meta
+    # Silence here would make a damaged folder's report count cells the suite no longer has.
+    key = f"suite.json {path.absolute()}"
+    if key not in _warned:
+        _warned.add(key)
+        print(f"plasticity: warning: {printable(str(path))} is damaged ({printable(problem)[:300]}); {action}",
+              file=stream or sys.stderr)
+    return None
+
+
+def read_manifest(suite_dir: Path) -> tuple[dict[str, Any] | None, bool]:
+    """The cell list {cell_id: {"hash", "parts"}} of `suite.json` (None if absent or damaged) and its
+    keep_stale flag."""
+    meta = read_suite_json(suite_dir)
+    if meta is None or not isinstance(meta.get("cells"), dict):
         return None, False
     cells = {str(k): v if isinstance(v, dict) else {} for k, v in meta["cells"].items()}
     return cells, bool(meta.get("keep_stale"))

@@ -29,12 +29,23 @@ from tqdm.auto import tqdm
 from . import registry
 from .claims import CellHeld, Claim, claim_cell, describe_holder
 from .engine import Progress, resolve_device, run_cell
-from .errors import PlasticityError
+from .errors import PlasticityError, not_a_folder
 from .executors import CellContext, Execution
 from .fingerprint import fingerprint, suite_manifest
+from .params import make_params
 from .provenance import provenance
-from .results import MalformedRun, finished_record, needs_run, recorded_fingerprint, warn_malformed, write_json
+from .results import (
+    MalformedRun,
+    finished_record,
+    needs_run,
+    printable,
+    read_suite_json,
+    recorded_fingerprint,
+    warn_malformed,
+    write_json,
+)
 from .suite import Cell, Suite
+from .task import default_data_dir
 
 HELD = "held"  # an outcome, not a status: another live run holds the cell
 POLL_SECONDS = 1.0  # how often a run retries the cells another run holds
@@ -200,19 +211,26 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
     this run has nothing else to do, and counted as `by_other_run` when that run finished it
     (or run here when that run died). SIGTERM and SIGHUP raise `Interrupted`, as Ctrl-C raises
     KeyboardInterrupt: workers are stopped and only `.part` files are left.
+
+    Nothing is written into `out_dir` until the run can start: a folder holding another suite's
+    results, a data folder that is a file, missing data (local runs) or an executor that cannot
+    start stop it first.
     """
     out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     execution = execution or suite.execution
     remote = execution.executor != "local"
+    # Everything that can refuse the run is checked before anything is written into `out_dir`.
+    check_out_folder(out_dir, suite.name)
+    if execution.executor != "ray":  # Ray nodes read their own disks, not the driver's
+        check_data_dir(data_dir)
     dev = torch.device("cpu") if remote else resolve_device(device)  # a remote cell resolves it where it runs
     unique: dict[str, Cell] = {}
     for cell in suite.cells:
         unique.setdefault(cell.cell_id, cell)
     manifest = suite_manifest(unique.values())  # the cells the report counts, with their fingerprints
-    write_json(out_dir / "suite.json", {**suite.meta(), "cells": manifest, "keep_stale": keep_stale,
-                                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    meta = {**suite.meta(), "cells": manifest, "keep_stale": keep_stale,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     todo, malformed = [], []
     for cell in unique.values():
         try:
@@ -221,14 +239,16 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
         except MalformedRun as bad:
             malformed.append(bad)
         todo.append(cell)
-    warn_malformed(malformed, action="treated as incomplete and rerun")
     summary = RunSummary(total=len(unique), skipped=len(unique) - len(todo), malformed=[str(m) for m in malformed])
     if not todo:
+        warn_malformed(malformed, action="treated as incomplete and rerun")
+        _write_suite_json(out_dir, meta)
         return summary
+    if not remote:
+        check_data(todo, data_dir)
     dtypes = sorted({c.dtype for c in todo})
     prov = provenance(dev, ",".join(dtypes))
-    overall = tqdm(total=len(todo), desc=f"suite {suite.name}", unit="cell", position=0,
-                   disable=not progress, dynamic_ncols=True)
+    overall: tqdm | None = None
 
     def done(cell: Cell, final: dict[str, Any]) -> None:
         status = final["status"]
@@ -245,6 +265,12 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
     try:
         with signals_as_interrupt(), _executor(jobs or 1, runs_dir, dev, prov, data_dir, suite.plugins, progress,
                                                execution, ctx, jobs) as run:
+            # The executor is up (its package installed, srun found, Ray reached): only now is the
+            # folder written, so that a refused run leaves nothing behind.
+            warn_malformed(malformed, action="treated as incomplete and rerun")
+            _write_suite_json(out_dir, meta)
+            overall = tqdm(total=len(todo), desc=f"suite {suite.name}", unit="cell", position=0,
+                           disable=not progress, dynamic_ncols=True)
             queue = todo
             while queue:
                 held: list[tuple[Cell, Any]] = []
@@ -258,8 +284,71 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
                     _pause(POLL_SECONDS)
                 queue = [cell for cell, _ in held]
     finally:
-        overall.close()
+        if overall is not None:
+            overall.close()
     return summary
+
+
+def _write_suite_json(out_dir: Path, meta: dict[str, Any]) -> None:
+    """`runs/` and `suite.json`: the cells the report counts, with their fingerprints."""
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "suite.json", meta)
+
+
+def check_out_folder(out_dir: Path, name: str) -> None:
+    """Refuse an output folder that is a file, or that holds another suite's results: running
+    suite `name` there would replace its `suite.json`, and its cells would drop out of its report
+    and results.csv. The same suite (by name), edited or not, may run there again."""
+    problem = not_a_folder(Path(out_dir))
+    if problem:
+        raise PlasticityError(f"output folder {out_dir} (--out) {problem}; give a folder for the results")
+    meta = read_suite_json(out_dir, action="whose suite it holds is unknown; a run that starts writes a new one")
+    other = meta.get("name") if meta is not None else None
+    if isinstance(other, str) and other != name:
+        raise PlasticityError(
+            f"output folder {out_dir} (--out) holds the results of suite '{printable(other)}' (its suite.json); "
+            f"running suite '{name}' there would replace that suite.json and drop the cells of "
+            f"'{printable(other)}' from its report and results.csv: give suite '{name}' another --out, "
+            f"e.g. reports/{name}")
+
+
+def data_dir_source(data_dir: Path | None) -> tuple[Path, str]:
+    """The data folder cells read, and what named it (--data-dir, PLASTICITY_DATA or the default)."""
+    if data_dir:
+        return Path(data_dir), "--data-dir"
+    return default_data_dir(), ("PLASTICITY_DATA" if os.environ.get("PLASTICITY_DATA") else "the default data folder")
+
+
+def check_data_dir(data_dir: Path | None) -> None:
+    """Refuse a data folder that is a file (or lies under one), before any cell starts; a folder
+    that does not exist yet is fine (downloads create it)."""
+    path, source = data_dir_source(data_dir)
+    problem = not_a_folder(path)
+    if problem:
+        raise PlasticityError(f"data folder {path} ({source}) {problem}; give --data-dir DIR or "
+                              f"PLASTICITY_DATA=DIR a folder holding mnist/, fashion-mnist/ and "
+                              f"cifar-10-batches-py/")
+
+
+def check_data(cells: list[Cell], data_dir: Path | None) -> None:
+    """Read the data of every task of `cells` that needs files, once per task, before anything is
+    written: missing or damaged data stops the run with the loader's message (a download happens
+    here rather than in the first cell). Other failures are left to the cells, which record them."""
+    seen: set[str] = set()
+    for cell in cells:
+        if cell.task.name in seen:
+            continue
+        seen.add(cell.task.name)
+        task_cls = registry.get_task(cell.task.name)
+        if not getattr(task_cls, "needs_files", True):
+            continue
+        try:
+            task = task_cls(make_params(task_cls.Params, cell.task.params, f"task '{cell.task.name}'"), data_dir)
+            task.load_arrays(task.data_dir)
+        except PlasticityError:
+            raise
+        except Exception:  # noqa: BLE001  a task's own failure belongs in its cells' error lines
+            continue
 
 
 def _pause(seconds: float) -> None:

@@ -15,8 +15,9 @@
     every_epoch = true
     feedback_metrics = 1                # feedback/alignment metrics every k-th evaluation (0: never;
                                         # always at the last); absent: every evaluation
-    points = 4                          # instead of per_decade and every_epoch: exactly 4 evenly spaced
-                                        # points over an updates or epochs budget (a search trial's few)
+    points = 4                          # instead of per_decade and every_epoch (not with them): exactly 4
+                                        # evenly spaced points over an updates or epochs budget (a search
+                                        # trial's few), at most one per update of an updates budget
 
     [[tasks]]
     name = "digits"
@@ -75,7 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .errors import ConfigError, closest
+from .errors import ConfigError, closest, not_a_folder
 from .executors import Execution, parse_execution
 from .params import (
     as_dict,
@@ -98,6 +99,8 @@ EVAL_KEYS = {"per_decade": int, "every_epoch": bool, "feedback_metrics": int, "p
 #: (low, high) of each integer in [evaluation]; 1,000 per decade already evaluates every update up to 400
 EVAL_RANGES = {"per_decade": (1, 1000), "feedback_metrics": (0, 10**9), "points": (1, 100_000)}
 SEED_MAX = 2**32 - 1
+#: more updates than any epoch has (batch size 1 on 10^8 examples): an epochs budget below one update of it is refused
+MAX_EPOCH_UPDATES = 10**8
 #: suites expanding to more cells are refused before expansion (`plasticity run --max-cells N` raises it)
 MAX_CELLS = 10_000
 #: a suite file is a page of text; anything bigger is a mistake (or hostile)
@@ -245,7 +248,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     for d in plugin_dirs:
         check_text(str(d), f"{where}: plugins", name=False)
         if not d.is_dir():
-            raise ConfigError(f"{where}: plugins: folder {d} does not exist")
+            raise ConfigError(f"{where}: plugins: folder {d} {not_a_folder(d) or 'does not exist'}")
     registry.load_plugins(plugin_dirs)
 
     name = _typed(doc, "name", str, where, path.stem if path else "suite")
@@ -514,14 +517,26 @@ POINTS_NEED_UPDATES = ("evaluation points = {points} spaces evaluations evenly o
 
 
 def check_points(evaluation: dict[str, Any], budget: dict[str, Any], where: str) -> None:
-    """`points` spaces evaluations over the update budget: refused when the budget is in seconds only."""
-    if evaluation.get("points") and budget.get("updates") is None and budget.get("epochs") is None:
-        raise ConfigError(f"{where}: {POINTS_NEED_UPDATES.format(points=evaluation['points'])}")
+    """`points` spaces evaluations over the update budget: refused when the budget is in seconds only,
+    or when it asks for more evaluations than an updates budget has updates."""
+    points = evaluation.get("points")
+    if points and budget.get("updates") is None and budget.get("epochs") is None:
+        raise ConfigError(f"{where}: {POINTS_NEED_UPDATES.format(points=points)}")
+    # At most one evaluation per update: the engine would silently give fewer, evenly spaced or not.
+    if points and budget.get("updates") is not None and points > budget["updates"]:
+        raise ConfigError(f"{where}: evaluation points = {points} is more than the budget's {budget['updates']:,} "
+                          f"updates (at most one evaluation per update); give points <= {budget['updates']:,}")
 
 
 def checked_evaluation(table: Any, where: str) -> dict[str, Any]:
     """An evaluation table (`[evaluation]`, or a search's trial evaluation) checked: known keys, types, ranges."""
     evaluation = _checked_table(table, EVAL_KEYS, where)
+    # points replaces the log schedule and the per-epoch evaluations: both would be silently ignored.
+    mixed = [key for key in ("per_decade", "every_epoch") if key in evaluation]
+    if "points" in evaluation and mixed:
+        raise ConfigError(f"{where}: points = {evaluation['points']} replaces both per_decade and every_epoch "
+                          f"(exactly that many evenly spaced evaluations); remove {' and '.join(mixed)}, or "
+                          f"remove points to keep the log-spaced schedule")
     for key, (low, high) in EVAL_RANGES.items():
         if key in evaluation and not low <= evaluation[key] <= high:
             rng = ("be 0 (never) or k in 1..{high:,} (every k-th evaluation)" if key == "feedback_metrics"
@@ -564,6 +579,11 @@ def _budget(table: Any, where: str) -> dict[str, Any]:
             kind = "a whole number" if key == "updates" else "a finite number"
             raise ConfigError(f"{where}: '{key}' must be {kind} in the range 0 < {key} <= {BUDGET_MAX[key]:,}, "
                               f"got {value}")
+        # The engine rounds an epochs budget up to whole updates: one this small would silently run one.
+        if key == "epochs" and value * MAX_EPOCH_UPDATES < 1:
+            raise ConfigError(f"{where}: 'epochs' = {value:g} is under one update even of an epoch of "
+                              f"{MAX_EPOCH_UPDATES:,} updates, so every cell would run one update: give "
+                              f"epochs >= {1 / MAX_EPOCH_UPDATES:g}, or updates = 1 for a single update")
     return out
 
 

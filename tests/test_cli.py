@@ -63,7 +63,7 @@ def test_missing_data_stops_the_suite_with_one_clear_message(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert code == 2
     assert "plasticity: error:" in err and "train-images-idx3-ubyte.gz" in err and "PLASTICITY_DATA" in err
-    assert not list((out / "runs").iterdir()), "nothing that looks like a result is left behind"
+    assert not out.exists(), "the data are read before anything is written"
 
 
 def test_version(capsys):
@@ -116,4 +116,63 @@ def test_out_folder_that_is_a_file_is_an_error_not_a_traceback(tmp_path, capsys)
     suite.write_text('[budget]\nupdates = 2\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n')
     assert main(["run", str(suite), "--out", str(blocker), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "Not a directory" in err and "afile" in err and "Traceback" not in err
+    assert "afile (--out) is a file, not a folder" in err and "Traceback" not in err
+
+
+TINY = 'name = "{name}"\nseeds = [0]\n[budget]\nupdates = {updates}\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
+
+
+def _tiny(tmp_path: Path, name: str = "tiny", updates: int = 2, file: str = "s.toml") -> Path:
+    path = tmp_path / file
+    path.write_text(TINY.format(name=name, updates=updates))
+    return path
+
+
+def test_a_data_folder_that_is_a_file_is_named_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("PLASTICITY_DATA", str(tmp_path / "afile"))
+    out = tmp_path / "out"
+    assert main(["run", str(_tiny(tmp_path)), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"data folder {tmp_path / 'afile'} (PLASTICITY_DATA) is a file, not a folder; give --data-dir DIR" in err
+    assert not out.exists()
+    assert main(["run", str(_tiny(tmp_path)), "--out", str(out), "--data-dir", str(tmp_path / "afile" / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"(--data-dir) lies under {tmp_path / 'afile'}, which is a file, not a folder" in err
+    assert not out.exists()
+
+
+def test_plugins_that_name_a_file_say_so(tmp_path, capsys):
+    (tmp_path / "ofile").write_text("")
+    assert main(["list", "rules", "--plugins", str(tmp_path / "ofile")]) == 2
+    err = capsys.readouterr().err
+    assert f"plugin folder {tmp_path / 'ofile'} is a file, not a folder (--plugins DIR" in err
+
+
+def test_another_suite_is_refused_in_an_output_folder_and_the_same_one_edited_is_not(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(_tiny(tmp_path)), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    before = (out / "suite.json").read_text()
+    capsys.readouterr()
+    other = _tiny(tmp_path, name="other", file="o.toml")
+    assert main(["run", str(other), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (f"output folder {out} (--out) holds the results of suite 'tiny' (its suite.json); running suite "
+            f"'other' there would replace that suite.json") in err and "give suite 'other' another --out" in err
+    assert (out / "suite.json").read_text() == before
+    # an edited version of the same suite (same name, another budget) runs there as before
+    assert main(["run", str(_tiny(tmp_path, updates=3)), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert "1 cells: 0 already complete, 1 complete" in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_names_index_html_and_keeps_the_cells(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "index.html").mkdir(parents=True)  # in the way of the report
+    assert main(["run", str(_tiny(tmp_path)), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (f"the run finished but its report failed: cannot write {out / 'index.html'}: Is a directory; the cells "
+            f"are kept in {out / 'runs'}") in err and "plasticity report" in err
+    assert ".tmp" not in err and not list(out.glob("*.tmp"))
+    assert len(list((out / "runs").glob("*.jsonl"))) == 1
+    assert main(["report", str(out)]) == 2
+    assert f"cannot write {out / 'index.html'}: Is a directory" in capsys.readouterr().err

@@ -581,3 +581,79 @@ def test_a_node_that_cannot_reach_the_storage_stops_the_search_naming_it(tmp_pat
                                               r"give --storage a database every node reaches"):
         trial_reporter(trial)
     assert trial_reporter(RemoteTrial(url, "x", 0, "val_accuracy", None, {}, 0.3, None))([]) is None
+
+
+@pytest.mark.parametrize("option, flag, key", [
+    ('time = "01:00:00"', "--time", r"time \(minutes per job\)"),
+    ('"cpus-per-task" = 3', "--cpus-per-task", r"cpus \(per cell\)"),
+    ("cpus_per_task = 3", "--cpus-per-task", r"cpus \(per cell\)"),
+    ("c = 3", "-c", r"cpus \(per cell\)"),
+    ('"--partition" = "gpu"', "--partition", "partition"),
+    ('mem = "8G"', "--mem", "mem"),
+    ('"gpus-per-node" = 2', "--gpus-per-node", r"gpus \(per job\)"),
+    ('array = "0-9"', "--array", "array_parallelism"),
+    ("ntasks-per-node = 4", "--ntasks-per-node", "gpus and cells_per_gpu"),
+    ('output = "x.log"', "--output", "folder"),
+])
+def test_sbatch_options_that_a_dedicated_key_sets_are_refused_naming_the_key(tmp_path, option, flag, key):
+    """The job script would carry both settings (or one would silently win): use the key instead."""
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE + "[execution.slurm]\nsbatch = { " + option + " }\n")
+    from plasticity.suite import load_suite
+    with pytest.raises(ConfigError, match=rf"\[execution\]\.slurm sbatch\.\S+: {flag} is already set by "
+                                          rf"\[execution\.slurm\] {key}[^;]*; set it there instead of in sbatch") as err:
+        load_suite(path)
+    assert str(path) in str(err.value)
+    # the same through --slurm on the command line
+    with pytest.raises(ConfigError, match=rf"--slurm sbatch\.\S+: {flag} is already set"):
+        Execution().with_overrides("slurm", slurm=executors.parse_slurm_option("sbatch={ " + option + " }"))
+
+
+def test_sbatch_options_no_key_sets_are_kept():
+    ex = parse_execution({"slurm": {"sbatch": {"account": "lab", "qos": "low", "C": "a100", "mem-per-cpu": "4G",
+                                               "exclusive": True}}}, "s.toml")
+    assert ex.slurm.sbatch == {"account": "lab", "qos": "low", "C": "a100", "mem-per-cpu": "4G", "exclusive": True}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ray-address", "x"], "--ray-address applies to --executor ray, but this run uses the local executor "
+                             "(the default): add --executor ray, or drop --ray-address"),
+    (["--slurm", "time=5"], "--slurm applies to --executor slurm, but this run uses the local executor"),
+    (["--cells-per-gpu", "4"], "--cells-per-gpu applies to --executor ray or --executor slurm, but this run uses "
+                               "the local executor (the default)"),
+    (["--executor", "ray", "--slurm", "time=5"], "--slurm applies to --executor slurm, but this run uses the ray "
+                                                 "executor (--executor)"),
+    (["--executor", "local", "--cells-per-gpu", "2"], "uses the local executor (--executor)"),
+])
+def test_flags_of_another_executor_are_refused(tmp_path, capsys, flags, message):
+    """Whoever typed them expected that executor: the run would silently go elsewhere."""
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(SUITE)
+    assert main(["run", str(suite_file), "--out", str(tmp_path / "o"), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("plasticity: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_suite_tables_executor_is_named_when_a_flag_does_not_fit(tmp_path, capsys):
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(SUITE + '[execution]\nexecutor = "ray"\n')
+    assert main(["run", str(suite_file), "--out", str(tmp_path / "o"), "--slurm", "time=5"]) == 2
+    assert "uses the ray executor (the suite's [execution] table)" in capsys.readouterr().err
+
+
+def test_an_executor_that_cannot_start_leaves_the_output_folder_unwritten(tmp_path, capsys, monkeypatch):
+    """No srun here (or Ray unreachable): refused before suite.json or runs/ are written."""
+    pytest.importorskip("submitit", reason="the slurm extra is not installed: pip install -e '.[slurm]'")
+    from plasticity.executors import slurm
+
+    def no_srun(self, *args, **kwargs):
+        raise PlasticityError('--executor slurm: Could not detect "srun", are you indeed on a slurm cluster?')
+
+    monkeypatch.setattr(slurm.SlurmExecutor, "__init__", no_srun)
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(SUITE)
+    out = tmp_path / "o"
+    assert main(["run", str(suite_file), "--out", str(out), "--executor", "slurm", "--no-progress"]) == 2
+    assert 'Could not detect "srun"' in capsys.readouterr().err
+    assert not out.exists()

@@ -367,3 +367,25 @@ def test_legend_check_fails_without_the_script(suite, report, tmp_path):
     broken.write_text(re.sub(r"<script>.*?</script>", "", report, flags=re.DOTALL))
     problems = check_legend_toggle(broken)
     assert any("hidden after the click" in p for p in problems)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ('{"name": ', "not valid JSON: JSONDecodeError"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"name": "s", "cells": [1]}', "its 'cells' is not a table of cells"),
+])
+def test_a_damaged_suite_json_is_named_in_a_warning_not_read_as_absent(tmp_path, capsys, damage, problem):
+    from plasticity import results
+    path = write_demo_suite(tmp_path / "s", seeds=(0,), **SMALL)
+    (path / "suite.json").write_text(damage)
+    results._warned.clear()
+    capsys.readouterr()
+    build_report(path)
+    err = capsys.readouterr().err
+    assert f"plasticity: warning: {path / 'suite.json'} is damaged ({problem}" in err
+    assert "read as if the folder had none: every cell in runs/ counts" in err
+    assert err.count("suite.json is damaged") == 1, "one warning, however often the file is read"
+    (path / "suite.json").unlink()  # a folder without one (an older version's) stays silent
+    results._warned.clear()
+    build_report(path)
+    assert "warning" not in capsys.readouterr().err

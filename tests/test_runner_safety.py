@@ -554,3 +554,12 @@ def test_final_line_numbers_out_of_range_make_the_file_malformed(tmp_path, field
                           "train_seconds": 1.0, field: value})
     with pytest.raises(MalformedRun, match=field):
         read_cell(path)
+
+
+def test_run_suite_refuses_a_folder_of_another_suite_before_writing(tmp_path):
+    from plasticity.errors import PlasticityError
+    (tmp_path / "suite.json").write_text('{"name": "earlier"}')
+    with pytest.raises(PlasticityError, match=r"holds the results of suite 'earlier' \(its suite.json\); running "
+                                              r"suite 'safety' there would replace that suite.json"):
+        run_suite(parse_suite(SUITE), tmp_path, "cpu", progress=False)
+    assert (tmp_path / "suite.json").read_text() == '{"name": "earlier"}' and not (tmp_path / "runs").exists()

@@ -342,3 +342,40 @@ def test_cli_max_cells(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["run", str(path), "--max-cells", "0", "--out", str(tmp_path / "out")]) == 2
     assert "--max-cells must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keys, named", [
+    ("points = 3\nper_decade = 5\n", "remove per_decade,"),
+    ("points = 3\nevery_epoch = true\n", "remove every_epoch,"),
+    ("every_epoch = false\npoints = 3\nper_decade = 5\n", "remove per_decade and every_epoch,"),
+])
+def test_evaluation_points_with_per_decade_or_every_epoch_refused(tmp_path, keys, named):
+    """points replaces the log schedule and the per-epoch evaluations: a mix would silently drop one."""
+    with pytest.raises(ConfigError, match=r"\[evaluation\]: points = 3 replaces both per_decade and every_epoch") as err:
+        load_suite(suite_file(tmp_path, "[budget]\nupdates = 20\n[evaluation]\n" + keys + BASE + RULE))
+    assert str(tmp_path / "s.toml") in str(err.value) and named in str(err.value)
+
+
+def test_evaluation_points_beyond_an_updates_budget_refused():
+    """At most one evaluation per update: 1,000 points over 20 updates would silently give fewer."""
+    with pytest.raises(ConfigError, match=r"tasks\[0\]: evaluation points = 1000 is more than the budget's 20 updates "
+                                          r"\(at most one evaluation per update\); give points <= 20"):
+        parse_suite("[budget]\nupdates = 20\n[evaluation]\npoints = 1000\n" + BASE + RULE)
+    assert parse_suite("[budget]\nupdates = 20\n[evaluation]\npoints = 20\n" + BASE + RULE).cells
+    # with epochs the budget's updates are known only once the data are: left to the engine
+    assert parse_suite("[budget]\nepochs = 1\n[evaluation]\npoints = 1000\n" + BASE + RULE).cells
+
+
+@pytest.mark.parametrize("table", ["[budget]\nepochs = 1e-9\n", BASE + "budget = { epochs = 1e-9 }\n"])
+def test_an_epochs_budget_under_one_update_of_any_epoch_refused(table):
+    text = table + (BASE if table.startswith("[budget]") else "") + RULE
+    with pytest.raises(ConfigError, match=r"'epochs' = 1e-09 is under one update even of an epoch of 100,000,000 "
+                                          r"updates, so every cell would run one update: give epochs >= 1e-08"):
+        parse_suite(text)
+    assert parse_suite("[budget]\nepochs = 1e-8\n" + BASE + RULE).cells[0].budget["epochs"] == 1e-8
+
+
+def test_suite_plugins_that_name_a_file_say_so(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"plugins: folder .*afile is a file, not a folder"):
+        load_suite(suite_file(tmp_path, 'plugins = ["afile"]\n' + BASE + RULE))

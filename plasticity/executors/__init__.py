@@ -18,7 +18,8 @@ The executor is chosen with `plasticity run --executor NAME` or a suite's `[exec
     gpus = 1                      # GPUs per job; a job runs gpus x cells_per_gpu cells
     mem = "16G"                   # per job
     array_parallelism = 64        # jobs of the array running at once (--jobs N: N cells at once)
-    sbatch = { account = "lab", qos = "normal" }   # any other sbatch option
+    sbatch = { account = "lab", qos = "normal" }   # any sbatch option no key here sets (time, cpus-per-task,
+                                                   # mem, ... are refused: give the key instead)
     setup = ["module load cuda", "source ~/venv/bin/activate"]
     requeues = 3                  # how often a preempted or timed-out job is requeued
     folder = "slurm-jobs"         # submitit's job folder (default: <out>/slurm; relative to the current
@@ -177,6 +178,7 @@ def _slurm(table: dict[str, Any], where: str) -> SlurmSettings:
     sbatch = dict(table.get("sbatch", {}))
     for key, value in sbatch.items():
         check_text(str(key), f"{where} sbatch")
+        _refuse_generated_option(str(key), where)
         if not isinstance(value, (str, int, bool)) or isinstance(value, float):
             raise ConfigError(f"{where} sbatch.{key}: an sbatch option is a string, a whole number or true, "
                               f"got {type(value).__name__} {value!r}")
@@ -195,6 +197,37 @@ def _slurm(table: dict[str, Any], where: str) -> SlurmSettings:
         check_text(partition, f"{where} partition")
     backend = _choice(table.get("backend", "slurm"), SLURM_BACKENDS, f"{where} backend")
     return SlurmSettings(partition, time, cpus, gpus, mem, parallel, sbatch, tuple(setup), requeues, folder, backend)
+
+
+#: sbatch options the job script already carries, by the [execution.slurm] key that sets them (long
+#: names with '-', their one-letter forms as sbatch spells them)
+SBATCH_SET_BY = {
+    "partition": ("partition", "p"), "time": ("time", "t"), "cpus": ("cpus-per-task", "c"),
+    "gpus": ("gpus-per-node", "gpus", "G"), "mem": ("mem",), "array_parallelism": ("array", "a"),
+    "folder": ("output", "o", "error", "e", "open-mode"), "requeues": ("signal",),
+    "gpus and cells_per_gpu": ("nodes", "N", "ntasks", "n", "ntasks-per-node"),
+}
+#: what each of those keys means, for the message
+SBATCH_KEY_HINT = {"time": "time (minutes per job)", "cpus": "cpus (per cell)", "gpus": "gpus (per job)",
+                   "folder": "folder (where submitit writes the job logs)",
+                   "requeues": "requeues (submitit's signal before the time limit requeues a job)",
+                   "gpus and cells_per_gpu": "gpus and cells_per_gpu (one node per job, gpus x cells_per_gpu "
+                                             "Slurm tasks)"}
+
+
+def _refuse_generated_option(key: str, where: str) -> None:
+    """An sbatch option that a dedicated key already sets would appear twice in the job script
+    (or silently override that key): refused, naming the key to use instead."""
+    name = key.lstrip("-")
+    name = name if len(name) == 1 else name.replace("_", "-").lower()
+    if name == "job-name" or name == "J":
+        raise ConfigError(f"{where} sbatch.{key}: the job name is set by plasticity (\"plasticity\"); remove "
+                          f"it from sbatch")
+    for dedicated, options in SBATCH_SET_BY.items():
+        if name in options:
+            flag = f"-{name}" if len(name) == 1 else f"--{name}"
+            raise ConfigError(f"{where} sbatch.{key}: {flag} is already set by [execution.slurm] "
+                              f"{SBATCH_KEY_HINT.get(dedicated, dedicated)}; set it there instead of in sbatch")
 
 
 def _check_packing(execution: Execution, where: str) -> None:

@@ -1,12 +1,14 @@
 """Build `reports/<suite>/index.html` and `results.csv` from the suite folder's runs alone."""
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..results import CellRecord, Selection, select_cells
+from ..errors import PlasticityError
+from ..results import CellRecord, Selection, read_suite_json, select_cells
 from . import figures, sections
 from .html import join, page, section, tag
 from .search import search_section
@@ -14,14 +16,9 @@ from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, w
 
 
 def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
-    """`suite.json` of the folder, or a stand-in named after the folder when it is missing."""
-    path = Path(suite_dir) / "suite.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        meta = {}
-    if not isinstance(meta, dict):
-        meta = {}
+    """`suite.json` of the folder, or a stand-in named after the folder when it is missing or
+    damaged (a damaged one is named in a warning)."""
+    meta = read_suite_json(suite_dir) or {}
     meta.setdefault("name", Path(suite_dir).resolve().name)
     return meta
 
@@ -63,9 +60,24 @@ def build_report(suite_dir: Path) -> Path:
     return the path of the HTML file."""
     suite_dir = Path(suite_dir)
     selection = select_cells(suite_dir)
-    write_results_csv(selection, suite_dir / "results.csv")
-    html_path = suite_dir / "index.html"
+    csv_path, html_path = suite_dir / "results.csv", suite_dir / "index.html"
+    with _writing(csv_path, csv_path.with_suffix(".csv.tmp")):
+        write_results_csv(selection, csv_path)
+    text = render_report(suite_dir, selection=selection)
     tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render_report(suite_dir, selection=selection), encoding="utf-8")
-    os.replace(tmp, html_path)  # a reader never sees half a report
+    with _writing(html_path, tmp):
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, html_path)  # a reader never sees half a report
     return html_path
+
+
+@contextlib.contextmanager
+def _writing(target: Path, tmp: Path) -> Iterator[None]:
+    """Turn a failed write of `target` through `tmp` into an error naming `target` (the file the
+    user knows; the temporary one is a detail), leaving no half-written temporary file behind."""
+    try:
+        yield
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PlasticityError(f"cannot write {target}: {exc.strerror or exc}") from None
