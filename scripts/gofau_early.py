@@ -6,6 +6,13 @@ the evaluation nearest each fraction of an epoch (the engine evaluates at log-sp
 counts and at every epoch), and the hybrid's gain over the additive variant with the same base.
 
     python scripts/gofau_early.py reports/gofau [--epochs 0.1 0.25 0.5 1 2 3 4]
+
+`--grid E` prints instead, per task, hybrid optimizer and γ schedule, the η_out × η_in table of
+test accuracy at the end of epoch E (mean over seeds; "div" when most seeds diverged first),
+beside the additive optimizer's: the study over the multiplicative step's two scales
+(suites/gofau-study.toml, gofau-study-cnn.toml).
+
+    python scripts/gofau_early.py reports/gofau-study --grid 1
 """
 from __future__ import annotations
 
@@ -21,7 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite_dir", type=Path)
     ap.add_argument("--epochs", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1, 2, 3, 4])
+    ap.add_argument("--grid", type=float, metavar="E", help="η_out × η_in tables of test accuracy at epoch E")
     args = ap.parse_args(argv)
+    if args.grid is not None:
+        grid_tables(args.suite_dir, args.grid)
+        return
     table: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cell in load_cells(args.suite_dir, include_partial=False):
         if cell.status not in FINISHED:
@@ -55,6 +66,41 @@ def main(argv: list[str] | None = None) -> None:
                          if by_epoch.get(e) and table[(task, additive)].get(e) else float("nan")
                          for e in args.epochs]
                 print(f"  {'gain ' + variant.split(' + ')[-1] + ' (pp)':24s}" + "".join(f"{g:>+14.1f}" for g in gains))
+
+
+def grid_tables(suite_dir: Path, epoch: float) -> None:
+    """η_out × η_in tables of test accuracy at `epoch`, per task, hybrid optimizer and γ schedule."""
+    acc: dict[tuple, list[float]] = defaultdict(list)
+    for cell in load_cells(suite_dir, include_partial=False):
+        if cell.status not in FINISHED:
+            continue
+        opt = cell.config["optimizer"]
+        p = opt["params"]
+        at = [e for e in cell.evals if abs(e["epoch"] - epoch) < 1e-9]
+        value = 100 * at[0]["test_accuracy"] if at and at[0].get("test_accuracy") is not None else float("nan")
+        key = (cell.config["task"]["name"], opt["name"], p.get("gamma_schedule"), p.get("eta_out"), p.get("eta_in"))
+        acc[key].append(value)
+
+    def cell_text(values: list[float]) -> str:
+        finite = [v for v in values if v == v]
+        if len(finite) * 2 <= len(values):
+            return "div"
+        return f"{statistics.mean(finite):.2f}"
+
+    for task in sorted({k[0] for k in acc}):
+        print(f"\n{task}: test accuracy (%) at epoch {epoch:g}, mean over seeds")
+        for opt in sorted({k[1] for k in acc if k[0] == task and k[1].startswith("hybrid-")}):
+            base = opt.removeprefix("hybrid-")
+            base_values = acc.get((task, base, None, None, None))
+            for schedule in sorted({k[2] for k in acc if k[:2] == (task, opt)}, key=str):
+                outs = sorted({k[3] for k in acc if k[:3] == (task, opt, schedule)})
+                ins = sorted({k[4] for k in acc if k[:3] == (task, opt, schedule)})
+                ref = f"; {base}: {cell_text(base_values)}" if base_values else ""
+                print(f"  {opt}, gamma {schedule}{ref}")
+                print("    " + "eta_out / eta_in".ljust(18) + "".join(f"{i:>10g}" for i in ins))
+                for o in outs:
+                    print(f"    {o:<18g}" + "".join(f"{cell_text(acc.get((task, opt, schedule, o, i), [])):>10s}"
+                                                  for i in ins))
 
 
 if __name__ == "__main__":
