@@ -224,7 +224,7 @@ def test_published_figures_name_the_task_parameters_they_belong_to():
 
     from plasticity.report.sections import published_table
     from plasticity.suite import parse_suite
-    base = '[[rules]]\nname = "bp"\n[[tasks]]\nname = "digits"\n'
+    base = '[[rules]]\nname = "bp"\n[[tasks]]\nname = "digits"\ngrid = { model = ["lenet", "mlp"] }\n'
     entry = ('[[published]]\ntask = "digits"\nrule = "bp"\nmetric = "test_error"\nvalue = 10.0\nsource = "x"\n'
              'task_params = { model = "lenet" }\n')
     assert parse_suite(entry + base).published[0]["task_params"] == {"model": "lenet"}
