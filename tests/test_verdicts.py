@@ -324,17 +324,21 @@ def test_every_suite_file_with_claims_loads():
 
 # ---- the report ---------------------------------------------------------------------------------
 
-def test_claims_table_is_at_the_top_of_the_report(tmp_path):
-    suite = parse_suite(SUITE + "[[claims]]\n" + THRESHOLD)
-    write_json(tmp_path / "suite.json", suite.meta())
-    runs = tmp_path / "runs"
+def write_cells(runs: Path, records: list[CellRecord]) -> None:
+    """Cell files as the engine writes them, from records."""
     runs.mkdir()
-    for rec in seeds("bp", [0.990, 0.989, 0.991]):
+    for rec in records:
         writer = CellWriter(runs, rec.header["cell_id"])
         writer.write(rec.header)
         for ev in rec.evals:
             writer.write(ev)
         writer.finish({**rec.final, "message": None})
+
+
+def test_claims_table_is_at_the_top_of_the_report(tmp_path):
+    suite = parse_suite(SUITE + "[[claims]]\n" + THRESHOLD)
+    write_json(tmp_path / "suite.json", suite.meta())
+    write_cells(tmp_path / "runs", seeds("bp", [0.990, 0.989, 0.991]))
     html = render_report(tmp_path)
     claims_at = html.index('<section id="claims">')
     assert claims_at < html.index('id="task-0"') and claims_at < html.index('nav class="legend"')
@@ -355,14 +359,7 @@ def test_an_unreadable_stored_claim_gets_its_own_row_and_the_report_still_render
     meta["published"] = [{"task": "digits", "rule": "bp", "metric": "test_error", "value": 2.0, "source": "s",
                           "task_params": [1]}]
     write_json(tmp_path / "suite.json", meta)
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    for rec in seeds("bp", [0.990, 0.989, 0.991]):
-        writer = CellWriter(runs, rec.header["cell_id"])
-        writer.write(rec.header)
-        for ev in rec.evals:
-            writer.write(ev)
-        writer.finish({**rec.final, "message": None})
+    write_cells(tmp_path / "runs", seeds("bp", [0.990, 0.989, 0.991]))
     html = unescape(render_report(tmp_path))
     table = html[html.index('<section id="claims">'):]
     table = table[:table.index("</section>")]
