@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -330,21 +331,30 @@ def check_data_dir(data_dir: Path | None) -> None:
                               f"cifar-10-batches-py/")
 
 
-def check_data(cells: list[Cell], data_dir: Path | None) -> None:
+def check_data(cells: list[Cell], data_dir: Path | None, warm: torch.device | None = None) -> None:
     """Read the data of every task of `cells` that needs files, once per task, before anything is
     written: missing or damaged data stops the run with the loader's message (a download happens
-    here rather than in the first cell). Other failures are left to the cells, which record them."""
-    seen: set[str] = set()
+    here rather than in the first cell). Other failures are left to the cells, which record them.
+    `warm`: load the tensors onto that device, as a cell in this process will, which then finds
+    them in the task's cache (once per task setting and dtype); else only the files' arrays."""
+    from .engine import DTYPES
+
+    seen: set[tuple[str, ...]] = set()
     for cell in cells:
-        if cell.task.name in seen:
+        key = (cell.task.name,) if warm is None else (
+            cell.task.name, json.dumps(cell.task.params, sort_keys=True, default=str), cell.dtype)
+        if key in seen:
             continue
-        seen.add(cell.task.name)
+        seen.add(key)
         task_cls = registry.get_task(cell.task.name)
         if not getattr(task_cls, "needs_files", True):
             continue
         try:
             task = task_cls(make_params(task_cls.Params, cell.task.params, f"task '{cell.task.name}'"), data_dir)
-            task.load_arrays(task.data_dir)
+            if warm is None:
+                task.load_arrays(task.data_dir)
+            else:
+                task.data(warm, DTYPES[cell.dtype])
         except PlasticityError:
             raise
         except Exception:  # noqa: BLE001  a task's own failure belongs in its cells' error lines

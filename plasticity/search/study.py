@@ -575,7 +575,9 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     local_jobs = max(1, min(jobs or 1, total - done))
     if not remote and done < total:
         # a missing data file is one error before any trial starts (and before a fresh search writes anything)
-        check_data(keys, ctx, warm=local_jobs == 1)
+        from ..runner import check_data
+
+        check_data([key.base for key in keys], ctx.data_dir, ctx.device if local_jobs == 1 else None)
     search_dir(out).mkdir(parents=True, exist_ok=True)
     if storage is None:
         storage = open_storage(url, default_file=study_file)
@@ -596,36 +598,6 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     wall = time.perf_counter() - started
     summary = export(storage, suite, keys, out, wall, (jobs or 1) if remote else local_jobs)  # processes that ran
     return summary
-
-
-def check_data(keys: list[StudyKey], ctx: Context, warm: bool) -> None:
-    """Read each task's data files once, so that missing or damaged data is one error (the loader's)
-    before any trial starts, not a failed trial in every process. `warm`: load the tensors as a trial in
-    this process will, which then finds them in the task's cache; else only the arrays (the trials run
-    in other processes)."""
-    from ..engine import DTYPES
-    from ..params import make_params
-
-    seen = set()
-    for key in keys:
-        cell = key.base
-        config = (cell.task.name, json.dumps(cell.task.params, sort_keys=True, default=str), cell.dtype)
-        if config in seen:
-            continue
-        seen.add(config)
-        task_cls = registry.get_task(cell.task.name)
-        if not task_cls.needs_files:
-            continue
-        try:
-            task = task_cls(make_params(task_cls.Params, cell.task.params, f"task '{cell.task.name}'"), ctx.data_dir)
-            if warm:
-                task.data(ctx.device, DTYPES[cell.dtype])
-            else:
-                task.load_arrays(task.data_dir)
-        except PlasticityError:
-            raise
-        except Exception:  # noqa: BLE001  a task's own failure belongs to its trials, which record it
-            continue
 
 
 def _sync_bar(bar: tqdm, storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> None:
