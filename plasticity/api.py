@@ -115,11 +115,13 @@ def run(suite: str | Path | Mapping[str, Any] | Suite, out: str | Path | None = 
     one-line messages (default: standard error).
     """
     from .engine import resolve_device
-    from .executors import check_device_name
+    from .executors import EXECUTORS, check_device_name
     from .runner import check_data_dir, check_out_folder, run_suite
 
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise PlasticityError(f"jobs (--jobs) must be a whole number of at least 1, got {jobs!r}")
+    if executor is not None and executor not in EXECUTORS:
+        raise PlasticityError(f"executor (--executor) must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     suite = load(suite, plugins, max_cells)
     _check_executor_options(executor or suite.execution.executor, ray_address, cells_per_gpu, slurm)
     execution = suite.execution.with_overrides(executor, ray_address, cells_per_gpu, dict(slurm or {}))

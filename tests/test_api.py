@@ -55,6 +55,7 @@ def test_report_rebuilds_from_the_runs_and_names_a_folder_without_runs(tmp_path)
     (TINY, {"device": "gpu"}, "unknown device 'gpu'"),
     (TINY, {"jobs": 0}, r"jobs \(--jobs\) must be a whole number of at least 1, got 0"),
     (TINY, {"slurm": {"time": 5}}, r"slurm \(--slurm\) applies to executor='slurm'"),
+    (TINY, {"executor": "dask"}, r"executor \(--executor\) must be one of local, ray, slurm, got 'dask'"),
     ({**TINY, "seed": 3}, {}, "unknown key 'seed'"),
     ({**TINY, "budget": {"epochs": math.nan}}, {}, "(?i)epochs.*nan"),
     ({**TINY, "seeds": object()}, {}, "seeds: object"),
