@@ -42,7 +42,7 @@ def _site_dirs() -> list[str]:
     return [p for p in sys.path if p and Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
 
 
-def _build_wheel(tmp: Path) -> Path:
+def _build_wheel(tmp: Path, env: dict[str, str]) -> Path:
     """A copy of the sources -> an sdist -> a wheel built from that sdist (so both carry the
     built-ins); without setuptools here, the wheel straight from the copy in pip's isolated build."""
     src = tmp / "src"
@@ -55,13 +55,13 @@ def _build_wheel(tmp: Path) -> Path:
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp / "wheel")]
     if importlib.util.find_spec("setuptools") is not None:
         sdist = _run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
-                      "print(b.build_sdist(sys.argv[1]))", str(tmp / "sdist")], src).stdout.split()[-1]
+                      "print(b.build_sdist(sys.argv[1]))", str(tmp / "sdist")], src, env).stdout.split()[-1]
         with tarfile.open(tmp / "sdist" / sdist) as tar:
             names = tar.getnames()
         assert any(n.endswith("/rules/bp.py") for n in names) and any(n.endswith("/suites/quick.toml") for n in names)
-        _run([*pip_wheel, "--no-build-isolation", str(tmp / "sdist" / sdist)], tmp)
+        _run([*pip_wheel, "--no-build-isolation", str(tmp / "sdist" / sdist)], tmp, env)
     else:
-        _run([*pip_wheel, str(src)], tmp)
+        _run([*pip_wheel, str(src)], tmp, env)
     (wheel,) = (tmp / "wheel").glob("plasticity-*.whl")
     return wheel
 
@@ -70,17 +70,19 @@ def _build_wheel(tmp: Path) -> Path:
 def installed(tmp_path_factory):
     """(python, plasticity command, environment, work folder, wheel) of a fresh venv holding the wheel."""
     tmp = tmp_path_factory.mktemp("wheel")
-    wheel = _build_wheel(tmp)
+    # Not this clone's PYTHONPATH: pip would take a plasticity.egg-info there for an installed copy.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PLASTICITY_PLUGINS")}
+    wheel = _build_wheel(tmp, env)
     venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp)
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp, env)
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bindir / ("python.exe" if os.name == "nt" else "python")
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--quiet",
-          str(wheel)], tmp)
+          "--force-reinstall", str(wheel)], tmp, env)
     purelib = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        tmp).stdout.strip())
+                        tmp, env).stdout.strip())
+    assert (purelib / "plasticity" / "builtin" / "rules").is_dir(), sorted(p.name for p in purelib.iterdir())
     (purelib / "_outer_environment.pth").write_text("\n".join(_site_dirs()) + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PLASTICITY_PLUGINS")}
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "1000"  # `list` wraps to the terminal: one line per entry
     work = tmp / "work"  # outside the clone
