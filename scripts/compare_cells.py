@@ -254,8 +254,13 @@ def collect(names: list[str], work: Path) -> dict[str, Any]:
 
 
 def compare(a_path: Path, b_path: Path) -> int:
-    a = json.loads(a_path.read_text())["figures"]
-    b = json.loads(b_path.read_text())["figures"]
+    a_doc, b_doc = json.loads(a_path.read_text()), json.loads(b_path.read_text())
+    both = [s for s in a_doc["suites"] if s in b_doc["suites"]]
+    left = sorted(set(a_doc["suites"]) ^ set(b_doc["suites"]))
+    if left:  # a partial run (--only): compare the suites both files hold
+        print(f"compared suites: {', '.join(both)} (in one file only, not compared: {', '.join(left)})")
+    a = {k: v for k, v in a_doc["figures"].items() if k.split("/", 1)[0] in both}
+    b = {k: v for k, v in b_doc["figures"].items() if k.split("/", 1)[0] in both}
     diffs = [f"only in {a_path.name}: {k} = {a[k]!r}" for k in sorted(set(a) - set(b))]
     diffs += [f"only in {b_path.name}: {k} = {b[k]!r}" for k in sorted(set(b) - set(a))]
     diffs += [f"differs: {k}: {a[k]!r} != {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
