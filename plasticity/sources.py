@@ -121,12 +121,14 @@ def _is_plugin(module: str) -> bool:
     return module.startswith(PLUGIN_PREFIX)
 
 
-def _excluded(module: str) -> bool:
+def not_numbers(module: str) -> bool:
+    """Whether the walk never enters `module` (it or a package holding it is in NOT_NUMBERS)."""
     return any(module == n or module.startswith(n + ".") for n in NOT_NUMBERS)
 
 
+
 def _followed(module: str) -> bool:
-    return not _excluded(module) and (_is_plugin(module) or _top(module) in _tops)
+    return not not_numbers(module) and (_is_plugin(module) or _top(module) in _tops)
 
 
 def _file_of(module: str) -> Path | None:
@@ -286,7 +288,8 @@ def _global_refs(module: str) -> set[str]:
 
 
 def source_of(module: str, dynamic: bool = False) -> Source | None:
-    """The module's stable name, code hash and imports (None: no source file to read)."""
+    """The module's stable name, code hash and imports (None: no source file to read); `dynamic`
+    adds the modules of the classes and functions its globals hold (a loaded plugin's)."""
     key = f"{module}|{dynamic}"
     if key not in _sources:
         file = _file_of(module)
@@ -329,7 +332,7 @@ def reach(roots: tuple[str, ...]) -> dict[str, str]:
             _tops.add(_top(root))  # a pip-installed plugin package is walked like the package
     files: dict[str, str] = {}
     seen: set[str] = set()
-    todo = [(r, True) for r in roots if not _excluded(r)]
+    todo = [(r, True) for r in roots if not not_numbers(r)]
     while todo:
         module, dynamic = todo.pop()
         if module in seen:
