@@ -48,7 +48,9 @@ PLUGIN_PREFIX = "plasticity_plugins."
 NOT_NUMBERS = ("plasticity.fingerprint", "plasticity.sources", "plasticity.results", "plasticity.claims",
                "plasticity.runner", "plasticity.executors", "plasticity.search", "plasticity.verdicts",
                "plasticity.frames", "plasticity.report", "plasticity.cli", "plasticity.provenance",
-               "plasticity.testing")
+               "plasticity.testing",
+               # where issue 21's layering puts the worker function, its pool and the cell writer
+               "plasticity.worker", "plasticity.pool", "plasticity.writer")
 
 _SKIP_TOPS = (frozenset({"builtins", "torch"}) | frozenset(sys.stdlib_module_names)) - {"__main__"}
 

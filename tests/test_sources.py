@@ -194,6 +194,10 @@ MAY_RUN_UNHASHED = {
     "plasticity.provenance": "records the machine and its load",
     "plasticity.fingerprint": "computes the fingerprint",
     "plasticity.sources": "computes the fingerprint",
+    # where issue 21's layering moves the runner's part of the above
+    "plasticity.worker": "claims the cell, hands it to the engine, writes its records",
+    "plasticity.pool": "runs workers",
+    "plasticity.writer": "writes the run file",
 }
 
 
