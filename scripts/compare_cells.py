@@ -37,6 +37,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# MNIST, MLP 64-32 tanh, 30 updates of 50: the DTP and RF samples
+MNIST_30 = """seeds = [0]
+[budget]
+updates = 30
+[evaluation]
+per_decade = 3
+feedback_metrics = 2
+[[tasks]]
+name = "mnist"
+params = { hidden = [64, 32], activation = "tanh", val_size = 500, batch_size = 50 }
+"""
+
 # The sample suites (TOML). The quick suite is named, not copied, so it is the shipped one.
 SUITES: dict[str, str] = {
     "quick": "quick",
@@ -100,38 +112,8 @@ name = "er"
 name = "er"
 params = { algorithm = "simultaneous" }
 """,
-    "dtp": """
-name = "cmp-dtp"
-seeds = [0]
-[budget]
-updates = 30
-[evaluation]
-per_decade = 3
-feedback_metrics = 2
-[[tasks]]
-name = "mnist"
-params = { hidden = [64, 32], activation = "tanh", val_size = 500, batch_size = 50 }
-[[rules]]
-name = "dtp"
-[[rules]]
-name = "ddtp-linear"
-""",
-    "rf": """
-name = "cmp-rf"
-seeds = [0]
-[budget]
-updates = 30
-[evaluation]
-per_decade = 3
-feedback_metrics = 2
-[[tasks]]
-name = "mnist"
-params = { hidden = [64, 32], activation = "tanh", val_size = 500, batch_size = 50 }
-[[rules]]
-name = "rf"
-[[rules]]
-name = "pinv-feedback"
-""",
+    "dtp": 'name = "cmp-dtp"\n' + MNIST_30 + '[[rules]]\nname = "dtp"\n[[rules]]\nname = "ddtp-linear"\n',
+    "rf": 'name = "cmp-rf"\n' + MNIST_30 + '[[rules]]\nname = "rf"\n[[rules]]\nname = "pinv-feedback"\n',
     "gofau": """
 name = "cmp-gofau"
 seeds = [0]
