@@ -160,8 +160,10 @@ rule = { feedback_scale = { log = [0.1, 3.0] } }
 """,
 }
 
-#: keys whose values change from run to run or by design (timings, dates, the machine's load; compared nowhere)
-SKIP_KEY = re.compile(r"seconds|wall|finished|started|fingerprint|provenance|traceback|^load_|_time$|^time$")
+#: keys whose values change from run to run or by design (timings, dates, process ids, the machine's
+#: load, the fingerprint and the search study's name, which holds a digest of the fingerprint)
+SKIP_KEY = re.compile(r"seconds|wall|finished|started|written|duration|fingerprint|provenance|traceback|"
+                      r"^load_|^pid$|^study$|_time$|^time$")
 
 
 def run_suite_cli(suite: str, out: Path, log: Path) -> None:
