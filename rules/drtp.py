@@ -24,8 +24,11 @@ initial weights × `feedback_scale`, DFA's convention here (the authors: Kaiming
 Defaults: the authors' code trains with SGD + Nesterov momentum 0.9 at lr 1e-4 under a sigmoid
 output and binary cross-entropy; the paper's per-experiment learning rates were not retrievable
 here. This package's loss is softmax cross-entropy (or mse) on a linear output, and the default
-step (SGD lr 0.01, momentum 0.9) is ours, set on the MNIST MLP (see the issue note); DRTP's hidden
-signal does not shrink as the error falls, so it needs a smaller step than DFA.
+step (SGD lr 0.01, momentum 0.9) is ours (on the MNIST MLP 784-256-256-10 tanh after one epoch:
+lr 0.01 → 90.2 %, 0.03 → 91.3 % test accuracy). The hidden signal y* B does not shrink as the error
+falls: with bounded units (tanh, sigmoid: the paper's) a unit saturates; with ReLU the pushed-up
+units grow without bound, and the MNIST MLP stays at chance (9.8 % after one epoch, measured).
+Use tanh or sigmoid hidden units with this rule.
 """
 from __future__ import annotations
 
