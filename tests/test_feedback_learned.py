@@ -106,6 +106,20 @@ def test_kp_decay_shrinks_weights_and_feedback_alike():
         torch.testing.assert_close(b, 0.9 * b_before)
 
 
+def test_kp_decay_follows_the_learning_rate_schedule():
+    """λ_t = decay · η_t/η_0: a schedule that halves the step halves the decay (as lr · wd)."""
+    kp = _rule("kp", _mlp(), lr=0.2, momentum=0.0, decay=0.1)
+    assert kp.decay_now() == pytest.approx(0.1)
+    for group in kp.optimizer.param_groups:
+        group["lr"] = 0.05
+    assert kp.decay_now() == pytest.approx(0.025)
+    w0 = kp.layers[0].weight.detach().clone()
+    for group in kp.optimizer.param_groups:
+        group["lr"] = 0.0
+    kp.update(*next(_batches(0, 1)))
+    assert torch.equal(kp.layers[0].weight.detach(), w0)  # η_t = 0: no step and no decay
+
+
 # ---------------------------------------------------------------------------------- weight mirror
 
 
