@@ -97,7 +97,7 @@ class KolenPollack(_LearnedFeedback):
     @dataclass(frozen=True)
     class Params:
         loss: LossName = "ce"  # output loss: ce (softmax cross-entropy) or mse (squared error)
-        decay: float = 1e-3  # λ: W ← W + ΔW − λW and B ← B + ΔWᵀ − λB each update (0: none)
+        decay: float = 1e-3  # λ: W ← W + ΔW − λW, B ← B + ΔWᵀ − λB each update; scaled by lr_t/lr_0 (0: none)
         feedback_scale: float = 1.0  # std of the initial random B, in units of the layer's initial weight std
 
         def __post_init__(self) -> None:
