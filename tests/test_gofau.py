@@ -293,7 +293,7 @@ def test_cnn_refuses_wrong_inputs_clearly():
 
 
 AUTOGRAD_RULES = {"bp", "gofau-mult", "gofau-hybrid"}
-CONV_RULES = {"fa", "dfa", "usf", "brsf", "frsf", "rf", "pinv-feedback"}
+CONV_RULES = {"fa", "dfa", "usf", "brsf", "frsf", "rf", "pinv-feedback", "kp", "weight-mirror", "drtp"}
 
 
 def test_every_mlp_only_rule_refuses_the_cnn_when_it_is_built():
