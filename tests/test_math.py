@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from plasticity import registry
+from plasticity import gofau, registry
 from plasticity.gofau import GofauAdagrad, GofauAdam, GofauRMSprop, GofauSGD
 from plasticity.losses import LOSSES, loss_and_error
 from plasticity.network import MLP
@@ -228,6 +228,23 @@ def test_gofau_decay_and_multiplicative_modes_by_hand():
         tq = tq - eta_out * tq.abs() * torch.tanh(g)  # multiplicative ignores γ
         torch.testing.assert_close(p.detach(), tp)
         torch.testing.assert_close(q.detach(), tq)
+
+
+@pytest.mark.parametrize("mode", ["Mult", "Hybrid"])
+@pytest.mark.parametrize("base", ["SGD", "Adam", "Adagrad", "RMSprop"])
+def test_registered_variants_are_their_base_with_the_update_fixed(mode, base):
+    """MultX / HybridX: the base optimizer with update fixed, lr accepted positionally."""
+    p, q = one_param(8), one_param(8)
+    update = "multiplicative" if mode == "Mult" else "hybrid"
+    variant = getattr(gofau, f"{mode}{base}")([p], 0.05, eta_out=0.2, gamma=0.3)
+    plain = getattr(gofau, f"Gofau{base}")([q], lr=0.05, eta_out=0.2, gamma=0.3, update=update)
+    assert variant.param_groups[0]["update"] == update and variant.param_groups[0]["lr"] == 0.05
+    for k in range(2):
+        g = grad_like(p, 60 + k)
+        p.grad, q.grad = g.clone(), g.clone()
+        variant.step()
+        plain.step()
+    assert torch.equal(p, q) and not torch.equal(p, one_param(8))
 
 
 # ---- the feedback family: scales and credit --------------------------------------------------------
