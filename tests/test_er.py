@@ -12,7 +12,7 @@ import torch
 from plasticity import MLP, registry
 from plasticity.engine import evaluate
 from plasticity.errors import ConfigError
-from plasticity.testing import assert_conformant, make_rule
+from plasticity.testing import assert_conformant, check_rule, make_rule
 
 CPU = torch.device("cpu")
 ER = registry.get_rule("er")
@@ -247,6 +247,11 @@ VARIANTS = {
     "full_batch_form": {"eta": 1.0, "alpha": 0.0},
     "stop_on_rise": {"stop_on_rise": True},
 }
+#: Variants whose hidden layers add nothing, which the kit's hidden-layer check must say: the
+#: readout-only control, and the paper's form (η = 1, α = 0), whose hidden updates through the
+#: exact W₂⁺ wreck the network (rules/er.py, "Depth"; on the kit's task: accuracy 0.000 against
+#: 0.488 with its hidden layers frozen).
+READOUT_ONLY = {"frozen_hidden", "full_batch_form"}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -261,7 +266,11 @@ def test_every_variant_is_conformant(variant):
     registry.register("rule", name, cls)
     try:
         assert make_rule(name).params == cls.Params()
-        assert_conformant(name)
+        if variant not in READOUT_ONLY:
+            assert_conformant(name)
+        else:
+            failed = [r.name for r in check_rule(name) if not r.passed]
+            assert failed == ["hidden layers learn"], failed
     finally:
         registry._unregister("rule", name)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import html as html_lib
+import inspect
 import json
 import math
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection, PolyCollection
 from scipy import stats as scipy_stats
 from synthetic_suite import write_demo_suite
 
@@ -389,3 +391,83 @@ def test_a_damaged_suite_json_is_named_in_a_warning_not_read_as_absent(tmp_path,
     results._warned.clear()
     build_report(path)
     assert "warning" not in capsys.readouterr().err
+
+
+# ---- what each figure draws: paths per variant, not titles -------------------------------------------
+
+def _drawn_figures(monkeypatch, path: Path) -> tuple[dict[str, list], dict[str, str]]:
+    """Build the report of `path`, keeping each figure (by the function that drew it) and each
+    variant's key; the figures are inspected as matplotlib objects, before they become SVG."""
+    drawn: dict[str, list] = {}
+    keys: dict[str, str] = {}
+    to_svg, variant_styles = figures.to_svg, figures.variant_styles
+
+    def keep(fig):
+        drawn.setdefault(inspect.currentframe().f_back.f_code.co_name, []).append(fig)
+        return to_svg(fig)
+
+    def styles(order):
+        out = variant_styles(order)
+        keys.update({v: s.key for v, s in out.items()})
+        return out
+
+    monkeypatch.setattr(figures, "to_svg", keep)
+    monkeypatch.setattr(figures, "variant_styles", styles)
+    build_report(path)
+    return drawn, keys
+
+
+def _paths(ax, key: str) -> tuple[int, int, int]:
+    """(lines with at least two points, bands, scatter sets) that `ax` draws for a variant key."""
+    lines = [a for a in ax.lines if a.get_gid() == key and len(a.get_xdata()) >= 2]
+    bands = [c for c in ax.collections if c.get_gid() == key and isinstance(c, PolyCollection)
+             and len(c.get_paths()) and len(c.get_paths()[0].vertices) > 2]
+    scatters = [c for c in ax.collections if c.get_gid() == key and isinstance(c, PathCollection)]
+    return len(lines), len(bands), len(scatters)
+
+
+def test_every_figure_draws_each_variants_paths(tmp_path, monkeypatch):
+    """3 rules × 3 seeds; dfa's second seed diverges; fa and dfa carry per-layer feedback metrics
+    on layers 1 and 2 (rel_err_white, rel_err_data, angle_B_Wt_deg) and one network-wide (grad_angle)."""
+    path = write_demo_suite(tmp_path / "s", rules={"bp": {}, "fa": {}, "dfa": {}}, seeds=(0, 1, 2), diverged=1,
+                            error_cell=False, incomplete_cell=False, published=False)
+    drawn, keys = _drawn_figures(monkeypatch, path)
+    variants = {"bp + sgd", "fa + sgd", "dfa + sgd"}
+    assert set(keys) == variants
+    (curves,) = drawn["learning_curves"]
+    assert len(curves.axes) == 4
+    for ax in curves.axes:  # median line and min–max band of every variant; dfa's diverged seed marked
+        for v in variants:
+            assert _paths(ax, keys[v]) == (1, 1, 1 if v == "dfa + sgd" else 0), (ax.get_title(), v)
+    (losses,) = drawn["loss_curves"]
+    assert len(losses.axes) == 2
+    for ax in losses.axes:
+        for v in variants:
+            assert _paths(ax, keys[v]) == (1, 1, 0), (ax.get_title(), v)
+    (spread,) = drawn["seed_spread"]
+    (ax,) = spread.axes
+    for v, complete in (("bp + sgd", 3), ("fa + sgd", 3), ("dfa + sgd", 2)):
+        (points,) = [c for c in ax.collections if c.get_gid() == keys[v] and isinstance(c, PathCollection)]
+        assert len(points.get_offsets()) == complete, v
+    (bars,) = drawn["divergence_bars"]
+    assert sum(p.get_width() for p in bars.axes[0].patches) == 9  # every cell, once
+    feedback, diagnostics = drawn["per_layer_curves"]
+    panels = {ax.get_title(): ax for ax in feedback.axes if ax.get_visible()}
+    assert len(panels) == 4
+    for title, ax in panels.items():
+        for v in variants:
+            lines, _, _ = _paths(ax, keys[v])
+            expected = 0 if v == "bp + sgd" else (1 if "grad_angle" in title else 2)  # one line per layer
+            assert lines == expected, (title, v)
+    (ax,) = [ax for ax in diagnostics.axes if ax.get_visible()]
+    assert ax.get_title() == "grad_norm" and all(_paths(ax, keys[v])[0] == 1 for v in variants)
+
+
+def test_a_figure_drawn_empty_fails_the_paths_check(tmp_path, monkeypatch):
+    """The check above sees data, not a title: the same figure with its lines emptied fails it."""
+    path = write_demo_suite(tmp_path / "s", rules={"bp": {}}, seeds=(0, 1), diverged=0, error_cell=False,
+                            incomplete_cell=False, feedback=False, published=False)
+    monkeypatch.setattr(figures, "_line", lambda ax, x, y, style, **kw: ax.plot([], [])[0].set_gid(style.key))
+    drawn, keys = _drawn_figures(monkeypatch, path)
+    (curves,) = drawn["learning_curves"]
+    assert all(_paths(ax, keys["bp + sgd"])[0] == 0 for ax in curves.axes)
