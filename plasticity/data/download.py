@@ -73,7 +73,7 @@ def supply_hint(directory: Path) -> str:
 
 def _fetch_one(url: str, dest: Path, md5: str, timeout: float) -> None:
     """Download `url` to `dest` via a temporary file; raise DataError or OSError on failure."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a notebook widget in Jupyter, a text bar in a terminal
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
