@@ -9,25 +9,25 @@ non-finite weight (checked at each evaluation) ends the cell as `diverged`.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from . import metrics, registry
+from .cells import NO_OPTIMIZER, Cell
 from .errors import ConfigError, PlasticityError
 from .fingerprint import fingerprint
 from .network import weights_finite
 from .params import make_params
+from .points import evaluation_points, every_epoch
 from .provenance import machine_load
 from .results import CellWriter
-from .suite import NO_OPTIMIZER, POINTS_NEED_UPDATES, Cell
 from .task import Split
 
 CUDA_CHECK_EVERY = 25
@@ -58,41 +58,6 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise ConfigError(f"--device {name}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
                               f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
     return dev
-
-
-def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:
-    """Update counts 1, 2, 3, 5, 7, 10, 15, ... (`per_decade` points per decade, rounded, unique) up to `limit`."""
-    return list(itertools.takewhile(lambda p: p <= limit, log_points(per_decade)))
-
-
-def evaluation_points(evaluation: dict[str, Any], max_updates: int | None) -> Iterator[int]:
-    """The update counts to evaluate at: log-spaced (`per_decade`), or `points` evenly spaced over
-    `max_updates` (which then must be known: an updates or epochs budget)."""
-    points = evaluation.get("points")
-    if not points:
-        return log_points(evaluation["per_decade"])
-    if max_updates is None:  # refused when the suite is read (suite.check_points); a cell built by hand
-        raise ConfigError(POINTS_NEED_UPDATES.format(points=points))
-    even = sorted({max(1, math.ceil(max_updates * i / points)) for i in range(1, points + 1)})
-    return itertools.chain(even, itertools.repeat(max_updates + 1))
-
-
-def log_points(per_decade: int) -> Iterator[int]:
-    """The endless schedule of `log_schedule`, lazily: each point costs O(1) whatever `per_decade` is.
-
-    Rather than stepping k one by one (10**(k/per_decade) rounds to the same integer many times
-    when per_decade is large), k jumps to the first index that can round above the last point.
-    """
-    if per_decade < 1:
-        raise ValueError(f"per_decade must be at least 1, got {per_decade}")
-    last, k = 0, 0
-    while True:
-        p = round(10 ** (k / per_decade))
-        if p > last:
-            yield p
-            last = p
-        # round(10**(k/d)) > last needs k >= d*log10(last + 0.5); one index early guards against rounding error
-        k = max(k + 1, math.ceil(per_decade * math.log10(last + 0.5)) - 1)
 
 
 @torch.no_grad()
@@ -186,7 +151,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     max_seconds = budget.get("seconds")
     schedule = evaluation_points(cell.evaluation, max_updates)
     next_eval = next(schedule)
-    every_epoch = cell.evaluation["every_epoch"] and not cell.evaluation.get("points")  # points: exactly those
+    each_epoch = every_epoch(cell.evaluation)
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
     augment = task.augmenter(data.n_inputs, torch.Generator(device=device).manual_seed(cell.seed + 4_000_003))
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
@@ -203,7 +168,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
 
     def record(last: bool = False) -> dict[str, Any]:
         val_acc, val_loss = evaluate(net, data.val)
-        # a search trial's cell never evaluates the test split (search.space.TRIAL_EVALUATION)
+        # a search trial's cell never evaluates the test split (search_space.TRIAL_EVALUATION)
         test_acc = evaluate(net, data.test)[0] if cell.evaluation.get("test", True) else None
         line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
                 "examples": state.examples, "train_seconds": train_seconds,
@@ -248,7 +213,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                 state.epoch += 1
             out_of_budget = (max_updates is not None and state.updates >= max_updates) or (
                 max_seconds is not None and train_seconds + now() - segment >= max_seconds)
-            due = state.updates == next_eval or (every_epoch and end_of_epoch) or out_of_budget \
+            due = state.updates == next_eval or (each_epoch and end_of_epoch) or out_of_budget \
                 or status == "diverged"
             if state.updates >= next_eval:
                 next_eval = next(schedule)

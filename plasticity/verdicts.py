@@ -50,6 +50,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError, closest
 from .params import check_text, shown
+from .points import every_epoch, points_up_to
 from .results import FINISHED, CellRecord, _is_number, cell_identity
 
 #: metric name -> (what it is, unit of a difference, lower is better)
@@ -293,10 +294,8 @@ def _check_reachable(side: dict[str, Any], cell: Any, where: str) -> None:
     """An `at_updates` / `at_epoch` some evaluation of `cell` can fall on, as far as the suite
     alone tells (an epoch's update count needs the data, so an update count that could be an
     epoch end is left to the report, which then says no evaluation fell there)."""
-    from .engine import evaluation_points
-
     budget, evaluation = cell.budget, cell.evaluation
-    epoch_ends = evaluation.get("every_epoch", True) and not evaluation.get("points")
+    epoch_ends = every_epoch(evaluation)
     if "at_epoch" in side:
         e = side["at_epoch"]
         if float(e) != int(e):
@@ -314,12 +313,7 @@ def _check_reachable(side: dict[str, Any], cell: Any, where: str) -> None:
             raise ConfigError(f"{where}: 'at_updates' = {n} lies beyond the budget of {most} updates")
         if epoch_ends or most is None or budget.get("epochs") is not None:  # the last update is the data's
             return
-        points = []
-        for p in evaluation_points(evaluation, most):
-            if p > most:
-                break
-            points.append(p)
-        points.append(most)
+        points = points_up_to(evaluation, most)
         if n not in points:
             before = max((p for p in points if p < n), default=0)
             after = min(p for p in points if p > n)

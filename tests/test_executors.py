@@ -60,7 +60,7 @@ def local_numbers(tmp_path_factory):
                           r"cells_per_gpu, executor, ray, slurm"),
     ('cells_per_gpu = 0', r"cells_per_gpu: expected a whole number in 1\.\.1,000,000, got 0"),
     ('slurm = { partion = "gpu" }', r"\[execution\]\.slurm: unknown key 'partion' \(did you mean 'partition'\?\)"),
-    ('slurm = { time = "2h" }', r"\[execution\]\.slurm time: expected int, got str '2h'"),
+    ('slurm = { time = "2h" }', r"\[execution\]\.slurm: 'time' has the wrong type: str '2h' \(expected int\)"),
     ('slurm = { mem = "lots" }', r"mem: 'lots' is not a Slurm memory size such as 16G"),
     ('slurm = { backend = "lsf" }', r"backend: 'lsf' is not one of slurm, local"),
     ('slurm = { sbatch = { qos = 1.5 } }', r"sbatch\.qos: an sbatch option is a string, a whole number or true"),

@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 from .. import registry
+from ..cells import Cell
 from ..engine import resolve_device, run_cell
 from ..errors import PlasticityError
 from ..fingerprint import differing_parts, fingerprint
 from ..provenance import usable_cpus
-from ..suite import Cell
 
 FATAL = "fatal"  # an outcome, not a status: the run stops with the message
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
+from ..cells import Cell
 from ..engine import train_cell
 from ..fingerprint import fingerprint
 from ..provenance import machine_load
 from ..results import CellWriter
-from ..suite import Cell
 
 #: a trial that never reaches the threshold scores this many times its updates (worse than any that does)
 UNREACHED_PENALTY = 2.0

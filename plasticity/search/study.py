@@ -49,17 +49,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import registry
+from ..cells import Cell, label_cells
 from ..claims import CellHeld, Claim, claim_cell
 from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import provenance
 from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, write_json
-from ..suite import Cell, Suite, _label
+from ..search_space import Dist, SearchSpec, apply_params, suite_values
+from ..suite import Suite
 from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
-from .space import Dist, SearchSpec, apply_params, suite_values
 
 if TYPE_CHECKING:
-    from ..executors import Execution
+    from ..execution import Execution
     from ..executors.remote import RemoteTrial
 
 SEARCH_DIR = "search"
@@ -793,5 +794,5 @@ def final_suite(suite: Suite, summary: dict[str, Any]) -> Suite:
     if missing:
         print(f"plasticity: warning: no trial completed for {', '.join(missing)}: left out of the final stage",
               file=sys.stderr)
-    _label(cells)
+    label_cells(cells)
     return replace(suite, cells=cells)
