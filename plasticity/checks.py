@@ -57,3 +57,8 @@ def whole(value: Any, where: str, low: int, high: int = MAX_COUNT) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ConfigError(f"{where}: expected a whole number in {low}..{high:,}, got {value!r}")
     return value
+
+
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from . import metrics, registry
 from .cells import NO_OPTIMIZER, Cell
-from .errors import ConfigError, PlasticityError
-from .fingerprint import fingerprint
+from .errors import ConfigError
 from .network import weights_finite
 from .params import make_params
 from .points import evaluation_points, every_epoch
 from .provenance import machine_load
-from .results import CellWriter
 from .task import Split
 
 CUDA_CHECK_EVERY = 25
@@ -93,7 +90,7 @@ def _finite(values: list[torch.Tensor]) -> bool:
 class Progress:
     """Where the loop is. The engine updates this one object in place and hands it to the
     progress callback only when training starts, after each evaluation and at the end: a
-    display polls it on its own clock (runner._CellBar), so the hot loop does no per-update
+    display polls it on its own clock (worker.CellBar), so the hot loop does no per-update
     Python work for progress."""
     updates: int = 0
     examples: int = 0
@@ -123,18 +120,22 @@ def build_cell(cell: Cell, device: torch.device, data_dir: Path | None):
     return task, data, net, rule
 
 
-def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: torch.device,
-               data_dir: Path | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Run one cell to its budget, writing header, evaluations and the final line through `writer`."""
+def train_cell(cell: Cell, device: torch.device, data_dir: Path | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Run one cell to its budget and yield its records as they come: the header facts only the
+    trained cell knows (`{"type": "header", "thresholds", "data"}`), one `{"type": "eval", ...}`
+    per evaluation, and the final line (`{"type": "final", "status", ...}`), last.
+
+    Whoever consumes them writes them (plasticity.worker); the engine knows no file, hash or lock.
+    The clock of training seconds is stopped while a record is handed over.
+    """
     now = clock
     wall_start = now()
     task, data, net, rule = build_cell(cell, device, data_dir)
     thresholds = list(task.thresholds)
-    header = {**header, "thresholds": thresholds,
-              "data": {"n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-                       "n_inputs": data.n_inputs, "n_classes": data.n_classes}}
-    writer.write(header)
+    yield {"type": "header", "thresholds": thresholds,
+           "data": {"n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+                    "n_inputs": data.n_inputs, "n_classes": data.n_classes}}
 
     n = len(data.train)
     bs = task.params.batch_size
@@ -178,11 +179,10 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
         if probe is not None and (last or len(evals) % feedback_every == 0):
             line["feedback"] = metrics.feedback_metrics(rule, probe)
         losses.clear()
-        writer.write(line)
         evals.append(line)
         return line
 
-    record()  # the untrained network: the reference point of every curve
+    yield record()  # the untrained network: the reference point of every curve
     if on_progress is not None:
         on_progress(state)
     segment = now()
@@ -222,6 +222,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                     torch.cuda.synchronize(device)
                 train_seconds += now() - segment
                 line = record(last=out_of_budget or status == "diverged")
+                yield line
                 if status != "diverged" and not weights_finite(net):
                     status, message = "diverged", f"non-finite weights at update {state.updates}"
                 elif status != "diverged" and line["train_loss"] is not None and not math.isfinite(line["train_loss"]):
@@ -241,8 +242,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
              **crossings(evals, thresholds),
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "wall_seconds": now() - wall_start, "load_end": machine_load()}
-    writer.finish(final)
-    return final
+    yield {"type": "final", **final}
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer | None, schedule: str | None,
@@ -270,33 +270,3 @@ def crossings(evals: list[dict[str, Any]], thresholds: list[float]) -> dict[str,
         out["examples_to"][key] = hit["examples"] if hit else None
         out["seconds_to"][key] = hit["train_seconds"] if hit else None
     return out
-
-
-def run_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[str, Any],
-             data_dir: Path | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Train a cell into `runs_dir`; an exception becomes an `error` final line (Ctrl-C does not)."""
-    writer = CellWriter(runs_dir, cell.cell_id)
-    header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
-              "fingerprint": fingerprint(cell), "provenance": provenance,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_start": machine_load()}
-    try:
-        return train_cell(cell, writer, header, device, data_dir, on_progress)
-    except (KeyboardInterrupt, SystemExit):
-        writer.close()  # leaves only the .part file: the cell reruns next time
-        raise
-    except PlasticityError:
-        # Missing data, a bad parameter: every later cell would fail the same way, so stop the
-        # suite with the message rather than file one error cell per seed.
-        writer.close()
-        writer.part.unlink(missing_ok=True)
-        raise
-    except Exception as exc:
-        if writer._fh is None:
-            raise
-        if not writer.part.exists() or writer.part.stat().st_size == 0:
-            writer.write({**header, "thresholds": []})
-        final = {"status": "error", "message": f"{type(exc).__name__}: {exc}",
-                 "traceback": traceback.format_exc(), "updates": 0,
-                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        writer.finish(final)
-        return final

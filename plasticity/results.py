@@ -53,17 +53,19 @@ class CellWriter:
 
     The writer holds the cell's claim (claims.py) from opening the `.part` file until it is
     renamed or left behind, so no two processes ever write one `.part` file; `CellHeld` is
-    raised when another live process holds the cell. The final line records how many
-    evaluation lines precede it, so a reader notices lines deleted by hand.
+    raised when another live process holds the cell. A caller that claimed the cell already
+    (the worker function) hands its `claim` over: the writer then takes none and leaves that
+    one to its owner. The final line records how many evaluation lines precede it, so a reader
+    notices lines deleted by hand.
     """
 
-    def __init__(self, runs_dir: Path, cell_id: str) -> None:
+    def __init__(self, runs_dir: Path, cell_id: str, claim: Claim | None = None) -> None:
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.cell_id = cell_id
         self.part = self.runs_dir / f"{cell_id}.jsonl.part"
         self.evals_written = 0
-        self._claim: Claim | None = claim_cell(self.runs_dir, cell_id)
+        self._claim: Claim | None = claim_cell(self.runs_dir, cell_id) if claim is None else None
         try:
             if os.path.lexists(self.part) and not _is_regular(self.part):
                 _set_aside(self.part)
@@ -73,6 +75,11 @@ class CellWriter:
         except BaseException:
             self._release()
             raise
+
+    @property
+    def is_open(self) -> bool:
+        """Whether lines can still be written (neither finished nor closed)."""
+        return self._fh is not None
 
     def write(self, record: dict[str, Any]) -> None:
         assert self._fh is not None
@@ -118,11 +125,12 @@ class CellWriter:
             self._claim = None
 
 
-def store_lines(runs_dir: Path, cell_id: str, lines: list[str]) -> Path:
+def store_lines(runs_dir: Path, cell_id: str, lines: list[str], claim: Claim | None = None) -> Path:
     """Write a cell's lines that were produced elsewhere (a remote worker without a shared file
-    system) through a `CellWriter`: the same claim, `.part` file and final rename as a cell run
-    here, and the same bytes (each line is a record the writer serialises again). Lines that do
-    not end in a final line are refused before anything is written."""
+    system) through a `CellWriter`: the same claim (`claim`, when the caller holds it), `.part`
+    file and final rename as a cell run here, and the same bytes (each line is a record the
+    writer serialises again). Lines that do not end in a final line are refused before anything
+    is written."""
     try:
         records = [json.loads(line) for line in lines]
     except ValueError as exc:
@@ -131,7 +139,7 @@ def store_lines(runs_dir: Path, cell_id: str, lines: list[str]) -> Path:
             or records[-1].get("type") != "final"):
         raise PlasticityError(f"cell {cell_id}: its worker handed back {len(records)} lines that do not run "
                               f"from a header to a final line")
-    writer = CellWriter(runs_dir, cell_id)
+    writer = CellWriter(runs_dir, cell_id, claim)
     try:
         for record in records[:-1]:
             writer.write(record)
@@ -360,45 +368,46 @@ def _check_final(path: Path, kind: str, evals: list[dict[str, Any]], final: dict
                                      f"{evals[-1]['updates']}")
 
 
-def finished_record(runs_dir: Path, cell_id: str) -> CellRecord | None:
-    """The cell's finished file (complete or diverged), read once; None when there is none,
-    `MalformedRun` when it is damaged."""
-    path = Path(runs_dir) / f"{cell_id}.jsonl"
-    if not os.path.lexists(path):
-        return None
-    rec = read_cell(path)
-    return rec if rec is not None and rec.status in FINISHED else None
-
-
-def check_complete(runs_dir: Path, cell_id: str) -> bool:
-    """True when the cell has a finished file (complete or diverged); `MalformedRun` if it is damaged."""
-    return finished_record(runs_dir, cell_id) is not None
-
-
 def recorded_fingerprint(rec: CellRecord) -> str | None:
     """The fingerprint hash a cell's header recorded (None: written before fingerprints existed)."""
     fp = rec.header.get("fingerprint")
     return fp.get("hash") if isinstance(fp, dict) else None
 
 
-def needs_run(runs_dir: Path, cell_id: str, fingerprint: str, keep_stale: bool = False) -> bool:
-    """Whether `plasticity run` must (re)run a cell: no finished file, a damaged one
-    (`MalformedRun` propagates so that the caller can name it), or one whose fingerprint differs
-    from `fingerprint` (the code, versions or parameters changed), unless `keep_stale`.
+def finished_cell(runs_dir: Path, cell_id: str, fingerprint: str | None, keep_stale: bool = False,
+                  damaged: list[MalformedRun] | None = None) -> CellRecord | None:
+    """The one "is this cell finished with this fingerprint" check: the cell's finished file
+    (status complete or diverged) when its header records `fingerprint` (any fingerprint with
+    `keep_stale`); else None, and the cell is to (re)run.
+
+    Everything short of that counts as unfinished, the same for every caller (a run, a claim, a
+    search trial): no file; a damaged one (it is appended to `damaged` when given, so the
+    caller can name it); a pruned trial; a file without a fingerprint or with another one (the
+    code, versions or parameters changed). The reader refuses a finished file without
+    evaluation lines (damaged), so a finished cell always has a curve.
 
     A stale file is not moved: the rerun replaces it when it finishes, and until then the report
     counts it under "not part of this suite".
     """
-    rec = finished_record(runs_dir, cell_id)
-    return rec is None or (not keep_stale and recorded_fingerprint(rec) != fingerprint)
+    path = Path(runs_dir) / f"{cell_id}.jsonl"
+    if not os.path.lexists(path):
+        return None
+    try:
+        rec = read_cell(path)
+    except MalformedRun as bad:
+        if damaged is not None:
+            damaged.append(bad)
+        return None
+    if rec is None or rec.status not in FINISHED or not rec.evals:
+        return None
+    if not keep_stale and (fingerprint is None or recorded_fingerprint(rec) != fingerprint):
+        return None
+    return rec
 
 
 def is_complete(runs_dir: Path, cell_id: str) -> bool:
-    """True when the cell has a finished file to skip on rerun (a damaged file is not finished)."""
-    try:
-        return check_complete(runs_dir, cell_id)
-    except MalformedRun:
-        return False
+    """True when the cell has a finished file, whatever its fingerprint (a damaged file is not finished)."""
+    return finished_cell(runs_dir, cell_id, None, keep_stale=True) is not None
 
 
 def scan_runs(suite_dir: Path, include_partial: bool = True) -> tuple[list[CellRecord], list[MalformedRun]]:

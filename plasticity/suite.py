@@ -87,6 +87,7 @@ from .cells import (
     label_cells,
 )
 from .checks import check_keys
+from .claim_spec import parse_claims
 from .errors import ConfigError, closest, not_a_folder
 from .execution import Execution, parse_execution
 from .params import (
@@ -98,7 +99,6 @@ from .params import (
 )
 from .points import DEFAULT_EVALUATION, check_points, checked_evaluation
 from .registry import REPO_ROOT
-from .verdicts import parse_claims
 
 SUITES_DIR = REPO_ROOT / "suites"
 DTYPES = ("float32", "float64")

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, int]] = [
     ("fingerprint", 4), ("identity", 4),
     # 3 spec (no torch)
     ("suite", 3), ("suite_parse", 3), ("cells", 3), ("points", 3), ("execution", 3), ("claim_spec", 3),
-    ("spec", 3), ("spec.*", 3),
+    ("search_space", 3), ("spec", 3), ("spec.*", 3),
     # 2 model contract
     ("network", 2), ("models", 2), ("feedback", 2), ("rule", 2), ("task", 2), ("optimizers", 2),
     ("gofau", 2), ("metrics", 2),

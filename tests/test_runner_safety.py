@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticity import claims, results, runner
+from plasticity import claims, pool, results, runner
 from plasticity.claims import CellHeld, claim_cell
 from plasticity.cli import main
-from plasticity.engine import Progress, run_cell
+from plasticity.engine import Progress
 from plasticity.results import CellWriter, MalformedRun, is_complete, read_cell, scan_runs
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.worker import CellBar, run_cell
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
@@ -242,7 +243,7 @@ HOLDER = textwrap.dedent("""
     from pathlib import Path
     from plasticity import registry
     from plasticity.claims import claim_cell
-    from plasticity.engine import run_cell
+    from plasticity.worker import run_cell
     from plasticity.suite import parse_suite
     registry.load_plugins()
     runs, index = Path(sys.argv[1]), int(sys.argv[2])
@@ -495,7 +496,7 @@ def test_a_worker_killed_from_outside_ends_the_run_with_a_message_not_a_tracebac
 def test_watchdog_exits_once_the_parent_is_gone():
     parents = iter([100, 100, 100, 1])
     slept, exits = [], []
-    runner.watch_parent(100, interval=0.25, getppid=lambda: next(parents), sleep=slept.append,
+    pool.watch_parent(100, interval=0.25, getppid=lambda: next(parents), sleep=slept.append,
                         exit=exits.append)
     assert slept == [0.25] * 3 and exits == [128 + signal.SIGTERM]
 
@@ -514,7 +515,7 @@ def test_engine_reports_progress_per_evaluation_not_per_update(tmp_path):
 def test_cell_bar_follows_the_state_on_its_own_clock():
     import io
     state = Progress(total_updates=500)
-    bar = runner._CellBar("cell", 1, True, file=io.StringIO(), interval=0.01)
+    bar = CellBar("cell", 1, True, file=io.StringIO(), interval=0.01)
     bar(state)
     state.updates = 123  # the engine's loop moves on without calling the bar
     deadline = time.time() + 30

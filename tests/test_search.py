@@ -13,7 +13,7 @@ import pytest
 
 from plasticity.errors import ConfigError
 from plasticity.registry import REPO_ROOT
-from plasticity.results import needs_run, read_cell
+from plasticity.results import finished_cell, read_cell
 from plasticity.search.objective import UNREACHED_PENALTY, objective_value
 from plasticity.search.study import open_storage
 from plasticity.suite import parse_suite
@@ -162,7 +162,7 @@ def test_a_pruned_trial_file_reads_as_finished_but_never_as_a_complete_cell(tmp_
     w.finish({"status": "pruned", "updates": 5})
     rec = read_cell(tmp_path / "c1.jsonl")
     assert rec.status == "pruned"
-    assert needs_run(tmp_path, "c1", "anything")
+    assert finished_cell(tmp_path, "c1", "anything", keep_stale=True) is None
 
 
 # ---- end to end, through the command line ------------------------------------------------------
@@ -364,7 +364,7 @@ def test_the_suites_own_setting_is_each_studys_first_trial(tmp_path):
     """The hand-set configuration competes in the search (its values inside the space; the rest drawn),
     so a search cannot end below it on its own objective; `start_from_suite = false` turns it off."""
     from plasticity.search import run_search
-    from plasticity.search.space import suite_values
+    from plasticity.search_space import suite_values
     from plasticity.search.study import study_keys
 
     text = suite_text(trials=2, extra='pruner = "none"')
@@ -513,7 +513,7 @@ def test_the_suites_own_setting_is_asked_again_after_it_failed(tmp_path):
     import optuna
 
     from plasticity.search import run_search
-    from plasticity.search.space import suite_values
+    from plasticity.search_space import suite_values
     from plasticity.search.study import default_storage, load_study, study_keys
 
     suite = parse_suite(suite_text(trials=2, extra='pruner = "none"'))

@@ -12,6 +12,7 @@ in the file, as in every cell, and nothing in the search looks at it.
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,9 +22,12 @@ import torch
 
 from ..cells import Cell
 from ..engine import train_cell
+from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import machine_load
 from ..results import CellWriter
+from ..worker import cell_header, write_records
+from .storage import load_optuna, open_storage
 
 #: a trial that never reaches the threshold scores this many times its updates (worse than any that does)
 UNREACHED_PENALTY = 2.0
@@ -87,16 +91,16 @@ class TrialWriter(CellWriter):
 
 
 def run_trial_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[str, Any],
-                   data_dir: Path | None, on_eval: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
-    """Train `cell` as `engine.run_cell` does, reporting each evaluation to `on_eval`; return the final
+                   data_dir: Path | None, on_eval: Callable[[list[dict[str, Any]]], None],
+                   fp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train `cell` as `worker.run_cell` does, reporting each evaluation to `on_eval`; return the final
     line. A pruned trial's file is finished with status "pruned"; an exception other than `Pruned`
-    (Ctrl-C included) leaves the `.part` file, which never reads as finished, and propagates."""
+    (Ctrl-C included) leaves the `.part` file, which never reads as finished, and propagates.
+    `fp`: the cell's fingerprint as the driver computed it (else computed here)."""
     writer = TrialWriter(runs_dir, cell.cell_id, on_eval)
-    header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
-              "fingerprint": fingerprint(cell), "provenance": provenance,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_start": machine_load()}
+    header = cell_header(cell, fp if fp is not None and "files" in fp else fingerprint(cell), provenance)
     try:
-        return train_cell(cell, writer, header, device, data_dir)
+        return write_records(train_cell(cell, device, data_dir), writer, header)
     except Pruned as stop:
         last = writer.evals[-1]
         final = {"status": PRUNED, "message": str(stop), "updates": last["updates"],
@@ -114,3 +118,39 @@ def run_trial_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance:
 
 def finite_or(value: float, default: float) -> float:
     return value if math.isfinite(value) else default
+
+
+def pruning_hook(live: Any, objective: str, threshold: float | None, budget: dict[str, Any],
+                 prune_after: float) -> Callable[[list[dict[str, Any]]], None]:
+    """The `on_eval` of a trial: past `prune_after` of its budget, report the running objective to
+    the study (`live`, an Optuna trial) and stop the cell with `Pruned` when the pruner says so."""
+
+    def on_eval(evals: list[dict[str, Any]]) -> None:
+        line = evals[-1]
+        if line["updates"] == 0 or budget_share(line, budget) < prune_after:
+            return
+        live.report(objective_value(objective, evals, threshold), step=int(line["updates"]))
+        if live.should_prune():
+            raise Pruned(int(line["updates"]))
+
+    return on_eval
+
+
+def trial_reporter(trial: Any) -> Callable[[list[dict[str, Any]]], None]:
+    """On a remote worker: the `on_eval` of `trial`, connected to its study through the storage
+    (a node that cannot reach it is a PlasticityError naming the storage; nothing to connect to
+    when the search has no pruner)."""
+    if trial.pruner is None:
+        return lambda evals: None
+    optuna = load_optuna()
+    try:
+        storage = open_storage(trial.storage_url)
+        study = optuna.load_study(study_name=trial.study_name, storage=storage, pruner=trial.pruner,
+                                  sampler=optuna.samplers.RandomSampler())
+    except (ConfigError, KeyError) as exc:
+        raise PlasticityError(f"node {socket.gethostname()} cannot use the search's storage {trial.storage_url} "
+                              f"({' '.join(str(exc).split())[:200]}); its pruner reports from the node: give "
+                              f"--storage a database every node reaches (postgresql://..., mysql://..., or "
+                              f"journal:PATH on a shared file system)") from None
+    live = optuna.trial.Trial(study, trial.trial_id)
+    return pruning_hook(live, trial.objective, trial.threshold, trial.budget, trial.prune_after)

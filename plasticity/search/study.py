@@ -32,10 +32,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import multiprocessing as mp
 import os
-import re
 import socket
 import sys
 import time
@@ -51,107 +49,24 @@ from tqdm.auto import tqdm
 from .. import registry
 from ..cells import Cell, label_cells
 from ..claims import CellHeld, Claim, claim_cell
-from ..errors import ConfigError, PlasticityError
+from ..errors import PlasticityError
 from ..fingerprint import fingerprint
+from ..pool import die_with_parent, signals_as_interrupt
 from ..provenance import provenance
-from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, write_json
+from ..results import FINISHED, finished_cell, write_json
 from ..search_space import Dist, SearchSpec, apply_params, suite_values
 from ..suite import Suite
-from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
+from .objective import PRUNED, objective_value, pruning_hook, run_trial_cell
+from .storage import default_storage, load_optuna, open_storage, search_dir
 
 if TYPE_CHECKING:
     from ..execution import Execution
-    from ..executors.remote import RemoteTrial
 
-SEARCH_DIR = "search"
 ASK_LOCK = "ask"
 ASK_POLL_SECONDS = 0.05
 FAIL_LIMIT_MIN = 5  # a study stops after max(this, trials) failed trials: a bug, not bad luck
 ERROR_EXIT = 2  # a search process that stopped on a PlasticityError (its message goes to the parent)
 POLL_SECONDS = 2.0
-
-
-def _optuna():
-    import optuna
-    optuna.logging.set_verbosity(logging.WARNING)
-    return optuna
-
-
-def search_dir(out: Path) -> Path:
-    return Path(out) / SEARCH_DIR
-
-
-def default_storage(out: Path) -> str:
-    return f"sqlite:///{(search_dir(out) / 'study.db').resolve()}"
-
-
-def open_storage(url: str, default_file: Path | None = None) -> Any:
-    """An Optuna storage for `url`, connected and (SQLite) checked now: a URL that cannot be reached or a
-    damaged database file is a ConfigError. `default_file`: the url is the search's own study file, which
-    the user did not name, so an error names the file instead of --storage."""
-    optuna = _optuna()
-    where = f"the search's study file {default_file}" if default_file else f"--storage {url}"
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-            path = Path(url[len("journal:"):])
-            if not path.parent.is_dir():
-                raise FileNotFoundError(f"folder {path.parent} does not exist")
-            return JournalStorage(JournalFileBackend(str(path)))
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs = {"connect_args": {"timeout": 120}}  # several processes write one file
-        elif url.startswith(("postgresql", "mysql")):
-            kwargs = {"connect_args": {"connect_timeout": 15}}
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        storage.get_all_studies()  # a first query: the server answers, the tables exist
-        if url.startswith("sqlite"):
-            _check_sqlite(storage)
-        return storage
-    except Exception as exc:  # noqa: BLE001  any driver's failure to connect is the same error to the user
-        damaged = _damaged(exc)
-        # SQLAlchemy appends the statement and a link to its docs: the driver's reason is enough
-        detail = " ".join(re.split(r"\[SQL:|\(Background on", str(damaged or exc))[0].split())[:300]
-        if damaged:
-            raise ConfigError(f"{where}: the database file is damaged ({detail}); delete it, or move it away, "
-                              f"to restart the search") from None
-        if default_file:
-            raise ConfigError(f"{where}: cannot be opened ({type(exc).__name__}: {detail})") from None
-        raise ConfigError(f"{where}: cannot be reached ({type(exc).__name__}: {detail}); give an "
-                          f"SQLAlchemy URL (sqlite:///path, postgresql://..., mysql://...) or journal:PATH "
-                          f"in an existing folder") from None
-
-
-class _DamagedDatabase(Exception):
-    """SQLite's integrity check found a damaged file."""
-
-
-def _check_sqlite(storage: Any) -> None:
-    """SQLite's quick integrity check: a truncated file can hold an intact studies table (so the first
-    query passes) and fail in the middle of the search, when a trial is read or told."""
-    from sqlalchemy import text
-
-    with storage.engine.connect() as conn:
-        rows = [r[0] for r in conn.execute(text("PRAGMA quick_check"))]
-    if rows != ["ok"]:
-        raise _DamagedDatabase("; ".join(str(r) for r in rows[:3]))
-
-
-def _damaged(exc: BaseException) -> BaseException | None:
-    """The error in `exc`'s chain that says the SQLite file is not a (whole) database, as opposed to one
-    that cannot be opened or is busy (sqlite3 raises those as OperationalError, a subclass); None if none.
-    Optuna wraps some of these in its StorageInternalError, so the chain is searched."""
-    import sqlite3
-
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        orig = getattr(exc, "orig", exc)
-        if isinstance(exc, _DamagedDatabase) or (isinstance(orig, sqlite3.DatabaseError)
-                                                 and not isinstance(orig, sqlite3.OperationalError)):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 @dataclass
@@ -192,7 +107,7 @@ def study_keys(suite: Suite) -> list[StudyKey]:
 def _sampler(spec: SearchSpec, key: StudyKey, number: int = 0) -> Any:
     """The study's sampler; tpe and random are seeded per trial (seed + trial number), so that processes
     sharing a study draw different configurations and one process's draws do not depend on the others'."""
-    optuna = _optuna()
+    optuna = load_optuna()
     seed = (spec.seed + number) % 2**32
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -203,7 +118,7 @@ def _sampler(spec: SearchSpec, key: StudyKey, number: int = 0) -> Any:
 
 
 def _grid_sampler_class() -> type:
-    optuna = _optuna()
+    optuna = load_optuna()
 
     class GridSampler(optuna.samplers.GridSampler):
         """Optuna's grid sampler without its `study.stop()` once the grid is visited: that call is
@@ -220,7 +135,7 @@ def _GridSampler(search_space: dict[str, list[Any]], seed: int) -> Any:  # noqa:
 
 
 def _pruner(spec: SearchSpec, key: StudyKey) -> Any:
-    optuna = _optuna()
+    optuna = load_optuna()
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, key.trials // 4)))
     if spec.pruner == "halving":
@@ -229,7 +144,7 @@ def _pruner(spec: SearchSpec, key: StudyKey) -> Any:
 
 
 def load_study(storage: Any, spec: SearchSpec, key: StudyKey) -> Any:
-    return _optuna().create_study(storage=storage, study_name=key.name, direction=spec.direction,
+    return load_optuna().create_study(storage=storage, study_name=key.name, direction=spec.direction,
                                   sampler=_sampler(spec, key), pruner=_pruner(spec, key), load_if_exists=True)
 
 
@@ -279,25 +194,21 @@ def _trial_lock(key: StudyKey, number: int) -> str:
     return f"trial-{key.digest}-{number}"
 
 
-def _finished_value(runs_dir: Path, cell: Cell | None, spec: SearchSpec) -> tuple[float, dict] | None:
-    """The objective of a trial cell's finished (complete or diverged) file, when it has the cell's fingerprint."""
+def _finished_value(runs_dir: Path, cell: Cell | None, spec: SearchSpec,
+                    fp: dict[str, Any] | None = None) -> tuple[float, dict] | None:
+    """The objective of a trial cell's file when it is finished with the cell's fingerprint (`fp`,
+    computed here when not given): the one check of the results store (`finished_cell`)."""
     if cell is None:
         return None
-    path = runs_dir / f"{cell.cell_id}.jsonl"
-    try:
-        rec = read_cell(path) if path.exists() else None
-    except MalformedRun:
-        return None
-    if rec is None or rec.status not in FINISHED or not rec.evals:
-        return None
-    if recorded_fingerprint(rec) != fingerprint(cell)["hash"]:
-        return None  # ran with other code: stale, run again
+    rec = finished_cell(runs_dir, cell.cell_id, (fp or fingerprint(cell))["hash"])
+    if rec is None:
+        return None  # none, damaged, pruned or stale (ran with other code): run again
     return objective_value(spec.objective, rec.evals, spec.threshold), rec.final or {}
 
 
 def sweep_dead_trials(study: Any, key: StudyKey, ctx: Context) -> int:
     """Close this host's RUNNING trials whose process is gone (call under the ask lock); return how many."""
-    optuna = _optuna()
+    optuna = load_optuna()
     host = socket.gethostname()
     folder, runs_dir, spec = ctx.folder, ctx.runs_dir, ctx.suite.search
     closed = 0
@@ -357,7 +268,7 @@ class Context:
 
 def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | None:
     """Under the ask lock: sweep, count, ask and sample, claim; None when the study's budget is spent."""
-    optuna = _optuna()
+    optuna = load_optuna()
     states = optuna.trial.TrialState
     spec: SearchSpec = ctx.suite.search
     with _ask_lock(ctx.folder):
@@ -390,50 +301,15 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
 def _suite_setting_done(trials: list[Any]) -> bool:
     """Whether a study's trial of the suite's own setting has a result (complete or pruned), runs, or
     waits to be asked (enqueued by a process that died before its ask)."""
-    states = _optuna().trial.TrialState
+    states = load_optuna().trial.TrialState
     return any(t.user_attrs.get("suite_setting") and t.state != states.FAIL for t in trials)
 
 
-def pruning_hook(live: Any, objective: str, threshold: float | None, budget: dict[str, Any],
-                 prune_after: float) -> Callable[[list[dict[str, Any]]], None]:
-    """The `on_eval` of a trial: past `prune_after` of its budget, report the running objective to
-    the study (`live`, an Optuna trial) and stop the cell with `Pruned` when the pruner says so."""
-
-    def on_eval(evals: list[dict[str, Any]]) -> None:
-        line = evals[-1]
-        if line["updates"] == 0 or budget_share(line, budget) < prune_after:
-            return
-        live.report(objective_value(objective, evals, threshold), step=int(line["updates"]))
-        if live.should_prune():
-            raise Pruned(int(line["updates"]))
-
-    return on_eval
-
-
-def trial_reporter(trial: RemoteTrial) -> Callable[[list[dict[str, Any]]], None]:
-    """On a remote worker: the `on_eval` of `trial`, connected to its study through the storage
-    (a node that cannot reach it is a PlasticityError naming the storage; nothing to connect to
-    when the search has no pruner)."""
-    if trial.pruner is None:
-        return lambda evals: None
-    optuna = _optuna()
-    try:
-        storage = open_storage(trial.storage_url)
-        study = optuna.load_study(study_name=trial.study_name, storage=storage, pruner=trial.pruner,
-                                  sampler=optuna.samplers.RandomSampler())
-    except (ConfigError, KeyError) as exc:
-        raise PlasticityError(f"node {socket.gethostname()} cannot use the search's storage {trial.storage_url} "
-                              f"({' '.join(str(exc).split())[:200]}); its pruner reports from the node: give "
-                              f"--storage a database every node reaches (postgresql://..., mysql://..., or "
-                              f"journal:PATH on a shared file system)") from None
-    live = optuna.trial.Trial(study, trial.trial_id)
-    return pruning_hook(live, trial.objective, trial.threshold, trial.budget, trial.prune_after)
-
-
-def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> Cell | str:
-    """The cell `trial` trains, or the state it was told at once: "fail" for a combination the
-    rule refuses, "complete" when the same configuration finished before (no new compute)."""
-    states = _optuna().trial.TrialState
+def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> tuple[Cell, dict[str, Any]] | str:
+    """The cell `trial` trains with its fingerprint (computed once, here), or the state it was told
+    at once: "fail" for a combination the rule refuses, "complete" when the same configuration
+    finished before (no new compute)."""
+    states = load_optuna().trial.TrialState
     spec: SearchSpec = ctx.suite.search
     try:
         cell = trial_cell(ctx.suite.name, spec, key, dict(trial.params))
@@ -442,20 +318,21 @@ def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> Cell 
         study.tell(trial, state=states.FAIL)
         return "fail"
     trial.set_user_attr("cell_id", cell.cell_id)
-    done = _finished_value(ctx.runs_dir, cell, spec)
-    if done is not None and (done[1].get("status") in FINISHED):
+    fp = fingerprint(cell)
+    done = _finished_value(ctx.runs_dir, cell, spec, fp)
+    if done is not None:
         value, final = done
         for k, v in _final_attrs(final).items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("reused", True)
         study.tell(trial, value)
         return "complete"
-    return cell
+    return cell, fp
 
 
 def _tell_final(study: Any, trial: Any, final: dict[str, Any], value: float | None) -> str:
     """Tell the study how a trial's cell ended: pruned, complete with `value`, or failed."""
-    states = _optuna().trial.TrialState
+    states = load_optuna().trial.TrialState
     for k, v in _final_attrs(final).items():
         trial.set_user_attr(k, v)
     if final["status"] == PRUNED:
@@ -471,11 +348,12 @@ def _tell_final(study: Any, trial: Any, final: dict[str, Any], value: float | No
 
 def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
     """Train one trial's cell here (or read it when already finished) and tell the study; return the state."""
-    states = _optuna().trial.TrialState
+    states = load_optuna().trial.TrialState
     spec: SearchSpec = ctx.suite.search
-    cell = _prepare_trial(study, trial, key, ctx)
-    if isinstance(cell, str):
-        return cell
+    prepared = _prepare_trial(study, trial, key, ctx)
+    if isinstance(prepared, str):
+        return prepared
+    cell, fp = prepared
     seen: list[list[dict[str, Any]]] = []
     hook = pruning_hook(trial, spec.objective, spec.threshold, spec.budget, spec.prune_after)
 
@@ -485,7 +363,7 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
         hook(evals)
 
     try:
-        final = run_trial_cell(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, record)
+        final = run_trial_cell(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, record, fp)
     except CellHeld as held:
         trial.set_user_attr("message", str(held))
         study.tell(trial, state=states.FAIL)
@@ -523,8 +401,7 @@ def _worker(ctx: Context, on_trial: Callable[[], None] | None = None) -> None:
 def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pid: int, errors: Any) -> None:
     """A search process: run trials; a PlasticityError goes back to the parent through `errors` (which
     prints it as the one-line error of a single process) instead of a traceback here."""
-    from ..runner import _die_with_parent, signals_as_interrupt
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     try:
         torch.set_num_threads(threads)
         registry.load_plugins(plugin_dirs)
@@ -538,7 +415,7 @@ def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pi
 
 
 def _done_count(storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> int:
-    optuna = _optuna()
+    optuna = load_optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     total = 0
     for key in keys:
@@ -557,8 +434,6 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     workers, at most `jobs` at once (default: as many as the executor runs at once); each worker
     reports to the pruner through the storage, which every node must reach.
     """
-    from ..runner import signals_as_interrupt
-
     remote = execution is not None and execution.executor != "local"
     out = Path(out)
     storage = open_storage(storage_url) if storage_url else None  # checked before anything runs or is written
@@ -648,7 +523,7 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
     from ..executors import CellContext, open_executor
     from ..executors.remote import RemoteTrial
 
-    optuna = _optuna()
+    optuna = load_optuna()
     spec: SearchSpec = ctx.suite.search
     cell_ctx = CellContext(ctx.runs_dir, device_name, ctx.prov, ctx.data_dir, list(ctx.suite.plugins), {}, show=False)
     ctx.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -657,11 +532,12 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
 
     def tell(cell: Cell, outcome: dict[str, Any]) -> None:
         study, trial, claim = flying.pop(id(cell))
+        fp = cell_ctx.manifest.pop(cell.cell_id, None)
         try:
             if outcome.get("node"):
                 trial.set_user_attr("node", outcome["node"])
             if outcome["status"] in FINISHED:
-                done = _finished_value(ctx.runs_dir, cell, spec)
+                done = _finished_value(ctx.runs_dir, cell, spec, fp)
                 _tell_final(study, trial, outcome, done[0] if done else None)
             else:  # pruned, error, held
                 held = f"held by {outcome.get('holder')}" if outcome.get("holder") else None
@@ -685,15 +561,15 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
                     break
                 trial, claim = nxt
                 try:
-                    cell = _prepare_trial(study, trial, key, ctx)
+                    prepared = _prepare_trial(study, trial, key, ctx)
                 except BaseException:
                     claim.release()
                     raise
-                if isinstance(cell, str):
+                if isinstance(prepared, str):
                     claim.release()
                     on_trial()
                     continue
-                cell_ctx.manifest[cell.cell_id] = fingerprint(cell)
+                cell, cell_ctx.manifest[cell.cell_id] = prepared
                 flying[id(cell)] = (study, trial, claim)
                 executor.submit(cell, trial=RemoteTrial(ctx.storage_url, key.name, trial._trial_id, spec.objective,
                                                         spec.threshold, dict(spec.budget), spec.prune_after, pruner))
@@ -716,7 +592,7 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
 
 def _importances(study: Any) -> dict[str, float] | None:
     """fANOVA importance of each parameter (None below three complete trials or when it cannot be fitted)."""
-    optuna = _optuna()
+    optuna = load_optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 3:
         return None
