@@ -25,6 +25,7 @@ from .network import weights_finite
 from .params import make_params
 from .points import evaluation_points, every_epoch
 from .provenance import machine_load
+from .rule import LearningRule
 from .task import Split
 
 CUDA_CHECK_EVERY = 25
@@ -58,19 +59,22 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, split: Split) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of the network's outputs on a split (non-finite rows count wrong).
+def evaluate(model: LearningRule | torch.nn.Module, split: Split) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of a rule's predictions (`rule.predict`; a bare network's
+    outputs) on a split (non-finite rows count wrong).
 
     The network is in eval mode meanwhile (batch-norm uses its running statistics and does not
     update them; dropout is off) and back in its previous mode after.
     """
+    net = model.net if isinstance(model, LearningRule) else model
+    predict = model.predict if isinstance(model, LearningRule) else model
     correct, loss_sum = 0, 0.0
     was_training = net.training
     net.eval()
     try:
         for start in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[start:start + EVAL_CHUNK], split.y[start:start + EVAL_CHUNK]
-            out = net(x)
+            out = predict(x)
             finite = torch.isfinite(out).all(dim=1)
             correct += int(((out.argmax(dim=1) == y) & finite).sum())
             loss_sum += float(torch.nn.functional.cross_entropy(out.double(), y, reduction="sum"))
@@ -168,9 +172,9 @@ def train_cell(cell: Cell, device: torch.device, data_dir: Path | None = None,
     status, message = "complete", None
 
     def record(last: bool = False) -> dict[str, Any]:
-        val_acc, val_loss = evaluate(net, data.val)
+        val_acc, val_loss = evaluate(rule, data.val)
         # a search trial's cell never evaluates the test split (search_space.TRIAL_EVALUATION)
-        test_acc = evaluate(net, data.test)[0] if cell.evaluation.get("test", True) else None
+        test_acc = evaluate(rule, data.test)[0] if cell.evaluation.get("test", True) else None
         line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
                 "examples": state.examples, "train_seconds": train_seconds,
                 "train_loss": float(torch.stack(losses).double().mean()) if losses else None,

@@ -364,8 +364,8 @@ def test_the_suites_own_setting_is_each_studys_first_trial(tmp_path):
     """The hand-set configuration competes in the search (its values inside the space; the rest drawn),
     so a search cannot end below it on its own objective; `start_from_suite = false` turns it off."""
     from plasticity.search import run_search
-    from plasticity.search_space import suite_values
     from plasticity.search.study import study_keys
+    from plasticity.search_space import suite_values
 
     text = suite_text(trials=2, extra='pruner = "none"')
     suite = parse_suite(text)
@@ -513,8 +513,8 @@ def test_the_suites_own_setting_is_asked_again_after_it_failed(tmp_path):
     import optuna
 
     from plasticity.search import run_search
-    from plasticity.search_space import suite_values
     from plasticity.search.study import default_storage, load_study, study_keys
+    from plasticity.search_space import suite_values
 
     suite = parse_suite(suite_text(trials=2, extra='pruner = "none"'))
     (tmp_path / "search").mkdir()
