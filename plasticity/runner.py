@@ -31,10 +31,11 @@ from .fingerprint import fingerprint
 from .params import make_params
 from .pool import Interrupted, signals_as_interrupt, signals_ignored
 from .provenance import provenance
-from .results import MalformedRun, finished_cell, printable, read_suite_json, warn_malformed, write_json
+from .results import MalformedRun, finished_cell, printable, read_suite_json, warn_malformed
 from .suite import Suite
 from .task import default_data_dir
 from .worker import HELD, describe
+from .writer import write_json
 
 __all__ = ["HELD", "Interrupted", "RunSummary", "check_data", "check_data_dir", "check_out_folder", "run_suite",
            "signals_as_interrupt"]

@@ -25,7 +25,8 @@ from .engine import Progress, train_cell
 from .errors import PlasticityError
 from .fingerprint import fingerprint
 from .provenance import machine_load
-from .results import CellWriter, finished_cell
+from .results import finished_cell
+from .writer import CellWriter
 
 HELD = "held"  # an outcome, not a status: another live run holds the cell
 BAR_REFRESH_SECONDS = 0.5

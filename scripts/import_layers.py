@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, int]] = [
     ("runner", 7), ("worker", 7), ("pool", 7), ("schedule", 7), ("executors", 7), ("executors.*", 7),
     ("search.space", 3), ("search", 7), ("search.*", 7),
     # 6 store
-    ("results", 6), ("store", 6), ("store.*", 6), ("finished", 6), ("runfiles", 6),
+    ("results", 6), ("writer", 6), ("store", 6), ("store.*", 6), ("finished", 6), ("runfiles", 6),
     # 5 engine
     ("engine", 5), ("evaluate", 5),
     # 4 identity

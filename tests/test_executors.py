@@ -24,9 +24,10 @@ from plasticity.errors import ConfigError, PlasticityError
 from plasticity.executors import CellContext, Execution, parse_execution
 from plasticity.executors.remote import FATAL, RemoteJob, run_remote_cell, worker_provenance
 from plasticity.fingerprint import suite_manifest
-from plasticity.results import read_cell, store_lines
+from plasticity.results import read_cell
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.writer import store_lines
 
 REPO = Path(__file__).parents[1]
 SUITE = 'name = "ex"\nseeds = 2\n[budget]\nupdates = 30\n[[tasks]]\nname = "digits"\n' \

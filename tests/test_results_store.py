@@ -14,9 +14,10 @@ from plasticity import fingerprint, registry
 from plasticity.cli import main
 from plasticity.report import build_report
 from plasticity.report.tables import cells_frame
-from plasticity.results import CellWriter, finished_cell, load_cells, read_cell, read_runs, select_cells
+from plasticity.results import finished_cell, load_cells, read_cell, read_runs, select_cells
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.writer import CellWriter
 
 RULE = "store_tiny"
 RULE_FILE = '''"""Backprop under another name, with a parameter no suite sets (a plugin for the store tests)."""

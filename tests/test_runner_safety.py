@@ -20,10 +20,11 @@ from plasticity import claims, pool, results, runner
 from plasticity.claims import CellHeld, claim_cell
 from plasticity.cli import main
 from plasticity.engine import Progress
-from plasticity.results import CellWriter, MalformedRun, is_complete, read_cell, scan_runs
+from plasticity.results import MalformedRun, is_complete, read_cell, scan_runs
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
 from plasticity.worker import CellBar, run_cell
+from plasticity.writer import CellWriter
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
@@ -547,7 +548,8 @@ def test_lock_files_are_not_read_as_runs(tmp_path):
 def test_final_line_numbers_out_of_range_make_the_file_malformed(tmp_path, field, value):
     """An accuracy is a fraction and seconds are not negative: a hand-edited value outside that
     would enter a mean as if measured."""
-    from plasticity.results import CellWriter, MalformedRun, read_cell
+    from plasticity.results import MalformedRun, read_cell
+    from plasticity.writer import CellWriter
     writer = CellWriter(tmp_path, "c1")
     writer.write({"type": "header", "cell_id": "c1", "config": {}})
     writer.write({"type": "eval", "updates": 1, "val_accuracy": 0.5, "test_accuracy": 0.5})

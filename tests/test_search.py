@@ -155,7 +155,7 @@ def test_objectives_read_validation_only():
 
 
 def test_a_pruned_trial_file_reads_as_finished_but_never_as_a_complete_cell(tmp_path):
-    from plasticity.results import CellWriter
+    from plasticity.writer import CellWriter
     w = CellWriter(tmp_path, "c1")
     w.write({"type": "header", "cell_id": "c1", "config": {}})
     w.write({"type": "eval", "updates": 5, "val_accuracy": 0.5, "test_accuracy": 0.5})
@@ -286,8 +286,8 @@ def test_the_sweep_closes_dead_trials_from_their_cell_files(tmp_path):
 
     from plasticity.engine import evaluate  # noqa: F401  (the engine's own modules are loaded)
     from plasticity.fingerprint import fingerprint
-    from plasticity.results import CellWriter
     from plasticity.search.study import Context, load_study, study_keys, sweep_dead_trials, trial_cell
+    from plasticity.writer import CellWriter
 
     suite = parse_suite(suite_text())
     ctx = Context(suite, tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", torch.device("cpu"), None, {})

@@ -22,8 +22,8 @@ from typing import Any
 from ..claims import Claim
 from ..errors import PlasticityError
 from ..execution import Execution
-from ..results import store_lines
 from ..worker import claim_unfinished
+from ..writer import store_lines
 from .base import CellContext, CellExecutor, failure, require
 from .remote import FATAL, RemoteJob, run_remote_cell
 

@@ -4,6 +4,6 @@
 self-contained file: figures embedded, no scripts, no network) and `results.csv`.
 """
 from .build import build_report, render_report
-from .tables import write_results_csv
+from .dataframes import write_results_csv
 
 __all__ = ["build_report", "render_report", "write_results_csv"]

@@ -5,6 +5,8 @@ data only); study.py runs the studies (resumable, parallel, one storage) and bui
 stage; the report's search section is plasticity/report/search.py.
 """
 from ..search_space import SearchSpec, parse_search
-from .study import final_suite, open_storage, run_search
+from .export import final_suite
+from .storage import open_storage
+from .study import run_search
 
 __all__ = ["SearchSpec", "final_suite", "open_storage", "parse_search", "run_search"]

@@ -25,8 +25,8 @@ from ..engine import train_cell
 from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import machine_load
-from ..results import CellWriter
 from ..worker import cell_header, write_records
+from ..writer import CellWriter
 from .storage import load_optuna, open_storage
 
 #: a trial that never reaches the threshold scores this many times its updates (worse than any that does)

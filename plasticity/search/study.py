@@ -30,16 +30,13 @@ folder) are left to their host's next run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import multiprocessing as mp
 import os
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,17 +44,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import registry
-from ..cells import Cell, label_cells
+from ..cells import Cell
 from ..claims import CellHeld, Claim, claim_cell
 from ..errors import PlasticityError
 from ..fingerprint import fingerprint
 from ..pool import die_with_parent, signals_as_interrupt
 from ..provenance import provenance
-from ..results import FINISHED, finished_cell, write_json
-from ..search_space import Dist, SearchSpec, apply_params, suite_values
+from ..results import FINISHED, finished_cell
+from ..search_space import SearchSpec, suite_values
 from ..suite import Suite
+from .export import export
 from .objective import PRUNED, objective_value, pruning_hook, run_trial_cell
 from .storage import default_storage, load_optuna, open_storage, search_dir
+from .studies import StudyKey, load_study, pruner_for, sampler_for, study_keys, suggest, trial_cell
 
 if TYPE_CHECKING:
     from ..execution import Execution
@@ -67,112 +66,6 @@ ASK_POLL_SECONDS = 0.05
 FAIL_LIMIT_MIN = 5  # a study stops after max(this, trials) failed trials: a bug, not bad luck
 ERROR_EXIT = 2  # a search process that stopped on a PlasticityError (its message goes to the parent)
 POLL_SECONDS = 2.0
-
-
-@dataclass
-class StudyKey:
-    """One (task, rule) study: its starting cell, trial count and Optuna name."""
-    task: str
-    rule: str
-    base: Cell
-    trials: int
-    name: str
-    digest: str
-
-
-def study_keys(suite: Suite) -> list[StudyKey]:
-    """The suite's studies, in its order of tasks and rules."""
-    spec: SearchSpec = suite.search
-    keys, seen = [], set()
-    for cell in suite.cells:
-        pair = (cell.task.name, cell.rule.name)
-        if pair in seen:
-            continue
-        seen.add(pair)
-        trial_cell = _trial_cell(suite.name, spec, cell, cell.rule, cell.optimizer)
-        fp = fingerprint(trial_cell)
-        decided = {"space": spec.meta()["spaces"].get(cell.rule.name), "objective": spec.objective,
-                   "threshold": spec.threshold, "budget": spec.budget, "sampler": spec.sampler,
-                   "pruner": spec.pruner, "prune_after": spec.prune_after, "seed": spec.seed,
-                   "trial_seed": spec.trial_seed, "trials": spec.trials[cell.rule.name],
-                   "start_from_suite": spec.start_from_suite,
-                   "config": trial_cell.config() | {"suite": None},
-                   "code": {k: v for k, v in fp["parts"].items() if k != "config"}}
-        digest = hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        keys.append(StudyKey(cell.task.name, cell.rule.name, cell, spec.trials[cell.rule.name],
-                             f"{suite.name}/{cell.task.name}/{cell.rule.name}/{digest}", digest))
-    return keys
-
-
-def _sampler(spec: SearchSpec, key: StudyKey, number: int = 0) -> Any:
-    """The study's sampler; tpe and random are seeded per trial (seed + trial number), so that processes
-    sharing a study draw different configurations and one process's draws do not depend on the others'."""
-    optuna = load_optuna()
-    seed = (spec.seed + number) % 2**32
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
-        space = spec.spaces[key.rule].flat()
-        return _GridSampler({n: d.grid_points() for n, d in space.items()}, seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, key.trials // 3)))
-
-
-def _grid_sampler_class() -> type:
-    optuna = load_optuna()
-
-    class GridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler without its `study.stop()` once the grid is visited: that call is
-        only allowed inside `study.optimize`, and here the study's trial budget ends the search."""
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            pass
-
-    return GridSampler
-
-
-def _GridSampler(search_space: dict[str, list[Any]], seed: int) -> Any:  # noqa: N802  (a class, made lazily)
-    return _grid_sampler_class()(search_space, seed=seed)
-
-
-def _pruner(spec: SearchSpec, key: StudyKey) -> Any:
-    optuna = load_optuna()
-    if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, key.trials // 4)))
-    if spec.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.NopPruner()
-
-
-def load_study(storage: Any, spec: SearchSpec, key: StudyKey) -> Any:
-    return load_optuna().create_study(storage=storage, study_name=key.name, direction=spec.direction,
-                                  sampler=_sampler(spec, key), pruner=_pruner(spec, key), load_if_exists=True)
-
-
-def _suggest(trial: Any, name: str, dist: Dist) -> Any:
-    if dist.kind == "log":
-        return trial.suggest_float(name, *dist.values, log=True)
-    if dist.kind == "uniform":
-        return trial.suggest_float(name, *dist.values)
-    if dist.kind == "int":
-        return trial.suggest_int(name, *dist.values)
-    return trial.suggest_categorical(name, list(dist.values))
-
-
-def _trial_cell(suite_name: str, spec: SearchSpec, base: Cell, rule: Any, optimizer: Any) -> Cell:
-    """`base` with this rule and optimizer, trained with the trial seed, budget and evaluation."""
-    return Cell(suite_name, base.task, rule, optimizer, spec.trial_seed, spec.budget,
-                {**base.evaluation, **spec.evaluation}, base.dtype)
-
-
-def trial_cell(suite_name: str, spec: SearchSpec, key: StudyKey, params: dict[str, Any]) -> Cell:
-    """The cell a trial trains: the starting cell with `params` set, the trial budget and seed."""
-    rule, optimizer = apply_params(key.base, params, f"trial of rule '{key.rule}'")
-    cell = _trial_cell(suite_name, spec, key.base, rule, optimizer)
-    shown = ", ".join(f"{n.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{n.split('.', 1)[1]}={v}"
-                      for n, v in params.items())
-    cell.labels = {"variant": f"{key.rule} trial ({shown})", "rule": key.rule, "optimizer": optimizer.name,
-                   "grid": {}}
-    return cell
 
 
 @contextlib.contextmanager
@@ -289,9 +182,9 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
                 study.enqueue_trial(own, user_attrs={"suite_setting": True})
         trial = study.ask()
         if spec.sampler != "grid":  # the grid sampler picks its point in ask(), among the unvisited ones
-            study.sampler = _sampler(spec, key, trial.number)
+            study.sampler = sampler_for(spec, key, trial.number)
         for name, dist in spec.spaces[key.rule].flat().items():
-            _suggest(trial, name, dist)
+            suggest(trial, name, dist)
         claim = claim_cell(ctx.folder, _trial_lock(key, trial.number))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -550,7 +443,7 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
     try:
         for key in keys:
             study = load_study(storage, spec, key)
-            pruner = None if spec.pruner == "none" else _pruner(spec, key)
+            pruner = None if spec.pruner == "none" else pruner_for(spec, key)
             while True:
                 if executor.in_flight >= executor.slots:
                     for cell, outcome in executor.wait():
@@ -586,89 +479,3 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
         raise
     finally:
         executor.close()
-
-
-# ---- export and the final stage ----------------------------------------------------------------
-
-def _importances(study: Any) -> dict[str, float] | None:
-    """fANOVA importance of each parameter (None below three complete trials or when it cannot be fitted)."""
-    optuna = load_optuna()
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 3:
-        return None
-    try:
-        return dict(optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
-    except (RuntimeError, ValueError, ZeroDivisionError):
-        return None
-
-
-def export(storage: Any, suite: Suite, keys: list[StudyKey], out: Path, wall_seconds: float | None = None,
-           jobs: int = 1) -> dict[str, Any]:
-    """Write `<out>/search/search.json`: the search table, and per study its trials, best and importances."""
-    studies = []
-    for key in keys:
-        study = load_study(storage, suite.search, key)
-        trials = []
-        for t in study.get_trials(deepcopy=False):
-            trials.append({
-                "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                "cell_id": t.user_attrs.get("cell_id"), "status": t.user_attrs.get("status"),
-                "updates": t.user_attrs.get("updates"), "train_seconds": t.user_attrs.get("train_seconds"),
-                "reused": bool(t.user_attrs.get("reused")), "message": t.user_attrs.get("message"),
-                "suite_setting": bool(t.user_attrs.get("suite_setting")),
-                "host": t.user_attrs.get("host"), "pid": t.user_attrs.get("pid"),
-                "started": t.datetime_start.isoformat() if t.datetime_start else None,
-                "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
-                "duration": t.duration.total_seconds() if t.duration else None})
-        try:
-            best = study.best_trial
-            best_entry = {"number": best.number, "value": best.value, "params": best.params}
-        except ValueError:
-            best_entry = None
-        studies.append({"task": key.task, "rule": key.rule, "study": key.name, "trials_planned": key.trials,
-                        "base": key.base.config(), "best": best_entry, "importance": _importances(study),
-                        "trials": trials})
-    summary = {"spec": suite.search.meta(), "storage": _redacted(out, key_url(storage)), "studies": studies,
-               "last_wall_seconds": wall_seconds, "last_jobs": jobs,
-               "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(search_dir(out) / "search.json", summary)
-    return summary
-
-
-def key_url(storage: Any) -> str:
-    engine = getattr(storage, "engine", None)
-    return str(engine.url) if engine is not None else type(storage).__name__
-
-
-def _redacted(out: Path, url: str) -> str:
-    """The storage as the report shows it: no password."""
-    from urllib.parse import urlsplit
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password:
-        url = url.replace(f":{parts.password}@", ":***@")
-    return url
-
-
-def final_suite(suite: Suite, summary: dict[str, Any]) -> Suite:
-    """The final stage: each (task, rule)'s best configuration on `final_seeds` with the final budget."""
-    spec: SearchSpec = suite.search
-    best = {(s["task"], s["rule"]): s["best"] for s in summary["studies"]}
-    cells, missing = [], []
-    for key in study_keys(suite):
-        entry = best.get((key.task, key.rule))
-        if not entry:
-            missing.append(f"{key.task}/{key.rule}")
-            continue
-        rule, optimizer = apply_params(key.base, entry["params"], f"best trial of rule '{key.rule}'")
-        for seed in spec.final_seeds:
-            cells.append(Cell(suite.name, key.base.task, rule, optimizer, seed, key.base.budget,
-                              key.base.evaluation, key.base.dtype))
-    if missing:
-        print(f"plasticity: warning: no trial completed for {', '.join(missing)}: left out of the final stage",
-              file=sys.stderr)
-    label_cells(cells)
-    return replace(suite, cells=cells)
