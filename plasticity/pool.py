@@ -3,8 +3,7 @@
 `WorkerPool` starts `jobs` spawned processes, each with its own progress-bar line and its share
 of the CPU threads, that run cells through the one worker function (plasticity.worker.work) and
 end with the run however it ends (Ctrl-C, SIGTERM, SIGKILL of the parent). The local executor
-(plasticity.executors.local) runs a suite's cells on it; the search's processes use the same
-parent watch (`die_with_parent`) and signal handling.
+(plasticity.executors.local) runs a suite's cells and a search's trials on it.
 """
 from __future__ import annotations
 
@@ -120,6 +119,14 @@ def _pool_work(cell: Cell, runs_dir: Path, device: str, prov: dict[str, Any], da
     return work(cell, runs_dir, torch.device(device), prov, data_dir, fp, CellBar(describe(cell), _slot, _show))
 
 
+def _pool_trial(cell: Cell, runs_dir: Path, device: str, prov: dict[str, Any], data_dir: Path | None,
+                fp: dict[str, Any], trial: Any) -> dict[str, Any]:
+    """A search trial in a worker process (plasticity.search.objective.work_trial)."""
+    from .search.objective import work_trial
+
+    return work_trial(cell, runs_dir, torch.device(device), prov, data_dir, fp, trial)
+
+
 class WorkerPool:
     """`jobs` spawned worker processes, each with its bar line, ended with the run however it ends."""
 
@@ -136,6 +143,11 @@ class WorkerPool:
                data_dir: Path | None, fp: dict[str, Any]) -> Future:
         """Run `work` on one cell in a worker process."""
         return self.pool.submit(_pool_work, cell, runs_dir, str(device), prov, data_dir, fp)
+
+    def submit_trial(self, cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any],
+                     data_dir: Path | None, fp: dict[str, Any], trial: Any) -> Future:
+        """Run a search trial (`trial`: its RemoteTrial) through `work` in a worker process."""
+        return self.pool.submit(_pool_trial, cell, runs_dir, str(device), prov, data_dir, fp, trial)
 
     def stop(self) -> None:
         """Stop every worker now and wait until each has exited: only `.part` files remain."""

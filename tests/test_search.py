@@ -444,7 +444,7 @@ def test_no_more_search_processes_than_trials_left(tmp_path, monkeypatch):
     from plasticity.search import study
 
     started = []
-    monkeypatch.setattr(study, "_run_processes", lambda ctx, jobs, *a: started.append(jobs))
+    monkeypatch.setattr(study, "_run_on_executor", lambda ctx, storage, keys, ex, dev, jobs, *a: started.append(jobs))
     suite = parse_suite(suite_text(trials=1))  # bp and fa: 2 trials
     study.run_search(suite, tmp_path, jobs=3, progress=False)
     assert started == [2]

@@ -32,16 +32,17 @@ class LocalExecutor(CellExecutor):
         return len(self.pending) + len(self.ready)
 
     def submit(self, cell: Any, trial: Any = None) -> None:
-        if trial is not None:
-            raise PlasticityError("a local search runs its trials in its own processes (plasticity.search.study), "
-                                  "not through the local pool")
+        """Run `cell` (a search trial's, with its `RemoteTrial`) here now or on the pool."""
         fp = self.ctx.manifest[cell.cell_id]
+        where = (self.ctx.runs_dir, self.device, self.provenance, self.ctx.data_dir, fp)
         if self.pool is None:  # here, now: the bar on the line below the run's
-            bar = CellBar(describe(cell), 1, self.ctx.show)
-            self.ready.append((cell, work(cell, self.ctx.runs_dir, self.device, self.provenance, self.ctx.data_dir,
-                                          fp, bar)))
+            if trial is not None:
+                from ..search.objective import work_trial
+                self.ready.append((cell, work_trial(cell, *where, trial)))
+            else:
+                self.ready.append((cell, work(cell, *where, CellBar(describe(cell), 1, self.ctx.show))))
             return
-        fut = self.pool.submit(cell, self.ctx.runs_dir, self.device, self.provenance, self.ctx.data_dir, fp)
+        fut = self.pool.submit_trial(cell, *where, trial) if trial is not None else self.pool.submit(cell, *where)
         self.pending[fut] = cell
 
     def wait(self) -> list[tuple[Any, dict[str, Any]]]:

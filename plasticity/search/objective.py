@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import socket
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..engine import train_cell
 from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import machine_load
-from ..worker import cell_header, write_records
+from ..worker import cell_header, work, write_records
 from ..writer import CellWriter
 from .storage import load_optuna, open_storage
 
@@ -154,3 +155,20 @@ def trial_reporter(trial: Any) -> Callable[[list[dict[str, Any]]], None]:
                               f"journal:PATH on a shared file system)") from None
     live = optuna.trial.Trial(study, trial.trial_id)
     return pruning_hook(live, trial.objective, trial.threshold, trial.budget, trial.prune_after)
+
+
+def work_trial(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any], data_dir: Path | None,
+               fp: dict[str, Any], trial: Any, bar: Any = None) -> dict[str, Any]:
+    """A search trial through the one worker function (claim, check, train, write) in this process,
+    reporting each evaluation to the study's pruner through its storage (`trial`: a RemoteTrial).
+    An exception other than a PlasticityError (which stops the search) or Ctrl-C is an `error`
+    outcome, which the driver tells as FAIL."""
+    on_eval = trial_reporter(trial)
+    try:
+        return work(cell, runs_dir, device, prov, data_dir, fp, bar,
+                    lambda folder: run_trial_cell(cell, folder, device, prov, data_dir, on_eval, fp))
+    except PlasticityError:
+        raise
+    except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a trial that raises in the driver's process
+        return {"status": "error", "message": f"{type(exc).__name__}: {exc}"[:500],
+                "traceback": traceback.format_exc()}

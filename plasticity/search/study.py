@@ -13,8 +13,9 @@ Trial budget and concurrency. A process asks for a trial under the search's ask 
 (`<out>/search/ask.lock`, a claim of claims.py): it counts the study's trials that are complete,
 pruned or running, asks only while that count is below the study's trials, samples the
 parameters, and takes the trial's own claim (`trial-<digest>-<number>.lock`) before it lets the
-lock go. So processes sharing the storage and the reports folder (`--jobs N` here, or several
-commands) never exceed the budget and never run one trial twice.
+lock go. So processes sharing the storage and the reports folder (several commands, each asking
+for the trials it runs in its own process or on its workers) never exceed the budget and never
+run one trial twice.
 
 Crashes. A trial's process holds its trial claim until it has told the study the outcome; the
 kernel drops the claim when the process dies, even by SIGKILL. Optuna leaves such a trial
@@ -30,25 +31,23 @@ folder) are left to their host's next run.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import registry
 from ..cells import Cell
 from ..claims import CellHeld, Claim, claim_cell
 from ..errors import PlasticityError
+from ..execution import Execution
 from ..fingerprint import fingerprint
-from ..pool import die_with_parent, signals_as_interrupt
+from ..pool import signals_as_interrupt
 from ..provenance import provenance
 from ..results import FINISHED, finished_cell
 from ..search_space import SearchSpec, suite_values
@@ -58,13 +57,9 @@ from .objective import PRUNED, objective_value, pruning_hook, run_trial_cell
 from .storage import default_storage, load_optuna, open_storage, search_dir
 from .studies import StudyKey, load_study, pruner_for, sampler_for, study_keys, suggest, trial_cell
 
-if TYPE_CHECKING:
-    from ..execution import Execution
-
 ASK_LOCK = "ask"
 ASK_POLL_SECONDS = 0.05
 FAIL_LIMIT_MIN = 5  # a study stops after max(this, trials) failed trials: a bug, not bad luck
-ERROR_EXIT = 2  # a search process that stopped on a PlasticityError (its message goes to the parent)
 POLL_SECONDS = 2.0
 
 
@@ -291,22 +286,6 @@ def _worker(ctx: Context, on_trial: Callable[[], None] | None = None) -> None:
                 on_trial()
 
 
-def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pid: int, errors: Any) -> None:
-    """A search process: run trials; a PlasticityError goes back to the parent through `errors` (which
-    prints it as the one-line error of a single process) instead of a traceback here."""
-    die_with_parent(parent_pid)
-    try:
-        torch.set_num_threads(threads)
-        registry.load_plugins(plugin_dirs)
-        with signals_as_interrupt():
-            _worker(ctx)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except PlasticityError as exc:
-        errors.put(str(exc))
-        sys.exit(ERROR_EXIT)
-
-
 def _done_count(storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> int:
     optuna = load_optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -322,10 +301,10 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
                execution: Execution | None = None) -> dict[str, Any]:
     """Run (or resume) every study of the suite's search; write and return `search.json`.
 
-    Locally (the default), `jobs` processes each ask, train and tell. With a Ray or Slurm
-    `execution`, this process asks and tells, and the trials' cells run on the executor's
-    workers, at most `jobs` at once (default: as many as the executor runs at once); each worker
-    reports to the pruner through the storage, which every node must reach.
+    With one job, this process asks, trains and tells. Otherwise this process asks and tells, and
+    the trials' cells run on an executor's workers: the local pool (`jobs` worker processes), or
+    Ray or Slurm (`execution`; at most `jobs` at once, default as many as the executor runs at
+    once). Each worker reports to the pruner through the storage, which every node must reach.
     """
     remote = execution is not None and execution.executor != "local"
     out = Path(out)
@@ -355,13 +334,13 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     started = time.perf_counter()
     try:
         with signals_as_interrupt():
+            sync = lambda: _sync_bar(bar, storage, suite.search, keys)  # noqa: E731
             if remote:
-                _run_remote(ctx, storage, keys, execution, device_name, jobs,
-                            lambda: _sync_bar(bar, storage, suite.search, keys))
+                _run_on_executor(ctx, storage, keys, execution, device_name, jobs, sync)
             elif local_jobs <= 1:
-                _worker(ctx, lambda: _sync_bar(bar, storage, suite.search, keys))
-            else:
-                _run_processes(ctx, local_jobs, bar, storage, keys)
+                _worker(ctx, sync)
+            else:  # the trials on the one pool of worker processes; this process asks and tells
+                _run_on_executor(ctx, storage, keys, Execution(), device_name, local_jobs, sync)
     finally:
         bar.close()
     wall = time.perf_counter() - started
@@ -374,45 +353,12 @@ def _sync_bar(bar: tqdm, storage: Any, spec: SearchSpec, keys: list[StudyKey]) -
     bar.refresh()
 
 
-def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[StudyKey]) -> None:
-    """`jobs` search processes until every study has its trials; the first PlasticityError of one
-    stops the others and is raised here."""
-    mp_ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    errors = mp_ctx.SimpleQueue()
-    procs = [mp_ctx.Process(target=_process_main, args=(ctx, list(ctx.suite.plugins), threads, os.getpid(), errors),
-                            name=f"plasticity-search-{i}") for i in range(jobs)]
-    for p in procs:
-        p.start()
-    try:
-        while any(p.is_alive() for p in procs):
-            for p in procs:
-                p.join(timeout=POLL_SECONDS / len(procs))
-            _sync_bar(bar, storage, ctx.suite.search, keys)
-            if not errors.empty():
-                raise PlasticityError(errors.get())  # the others are stopped below, as on Ctrl-C
-        if not errors.empty():
-            raise PlasticityError(errors.get())
-    except BaseException:
-        for p in procs:
-            p.terminate()  # SIGTERM: each tells its trial FAIL and exits
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-        raise
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        raise PlasticityError(f"{len(bad)} search process{'es' if len(bad) > 1 else ''} ended with exit code "
-                              f"{bad[0]}; finished trials are kept: run the same command again to resume")
-
-
-def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Execution, device_name: str,
+def _run_on_executor(ctx: Context, storage: Any, keys: list[StudyKey], execution: Execution, device_name: str,
                 jobs: int | None, on_trial: Callable[[], None]) -> None:
-    """Trials through a Ray or Slurm executor: ask (under the ask lock, as a local process does),
-    send the trial's cell with its `RemoteTrial`, and tell each outcome as it comes back. This
-    process holds each trial's claim until it has told the study, so a driver killed mid-search
-    leaves its trials to the next run's sweep, as a local process does."""
+    """Trials through an executor (the local pool, Ray or Slurm): ask (under the ask lock, as a
+    search in one process does), send the trial's cell with its `RemoteTrial`, and tell each
+    outcome as it comes back. This process holds each trial's claim until it has told the study,
+    so a driver killed mid-search leaves its trials to the next run's sweep."""
     from ..executors import CellContext, open_executor
     from ..executors.remote import RemoteTrial
 
