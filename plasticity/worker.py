@@ -161,9 +161,10 @@ def claim_unfinished(runs_dir: Path, cell_id: str, expected_hash: str) -> tuple[
 
 def work(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any], data_dir: Path | None,
          fp: dict[str, Any], bar: CellBar | None = None,
-         train: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+         train: Callable[[Path, Claim | None], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The one worker function: claim the cell, check that no run finished it with fingerprint
-    `fp` meanwhile, train it and write it (with `train(runs_dir)` when given: a search trial);
+    `fp` meanwhile, train it and write it (with `train(runs_dir, claim)` when given: a search
+    trial, written under this one claim);
     else return what `claim_unfinished` found: another run holds it or finished it."""
     claim, outcome = claim_unfinished(runs_dir, cell.cell_id, fp["hash"])
     if claim is None:
@@ -171,7 +172,7 @@ def work(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any],
     with claim:
         try:
             if train is not None:
-                return train(runs_dir)
+                return train(runs_dir, claim)
             # a manifest entry without its files (built by hand) is not a header's fingerprint
             return run_cell(cell, runs_dir, device, prov, data_dir, bar, fp if "files" in fp else None, claim)
         finally:

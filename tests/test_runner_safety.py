@@ -566,3 +566,33 @@ def test_run_suite_refuses_a_folder_of_another_suite_before_writing(tmp_path):
                                               r"suite 'safety' there would replace that suite.json"):
         run_suite(parse_suite(SUITE), tmp_path, "cpu", progress=False)
     assert (tmp_path / "suite.json").read_text() == '{"name": "earlier"}' and not (tmp_path / "runs").exists()
+
+
+def test_each_cell_is_claimed_once_and_fingerprinted_once_on_the_driver(tmp_path, monkeypatch):
+    from plasticity import fingerprint as fingerprint_mod
+    from plasticity import worker, writer
+
+    claims_taken: list[str] = []
+    fingerprinted: list[str] = []
+    real_claim, real_fp = claims.claim_cell, fingerprint_mod.fingerprint
+
+    def counting_claim(runs_dir, cell_id):
+        claims_taken.append(cell_id)
+        return real_claim(runs_dir, cell_id)
+
+    def counting_fp(cell):
+        fingerprinted.append(cell.cell_id)
+        return real_fp(cell)
+
+    for module in (worker, writer):
+        monkeypatch.setattr(module, "claim_cell", counting_claim)
+    for module in (runner, worker):
+        monkeypatch.setattr(module, "fingerprint", counting_fp)
+    suite = parse_suite(SUITE)
+    summary = run_suite(suite, tmp_path / "out", device="cpu", progress=False)
+    assert summary.finished == {"complete": 2}
+    ids = sorted(c.cell_id for c in suite.cells)
+    assert sorted(claims_taken) == ids, "a cell claimed more than once (or not at all)"
+    assert sorted(fingerprinted) == ids, "a cell fingerprinted more than once"
+    headers = [read_cell(p).header for p in (tmp_path / "out" / "runs").glob("*.jsonl")]
+    assert all(h["fingerprint"]["hash"] and h["fingerprint"]["files"] for h in headers)

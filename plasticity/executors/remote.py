@@ -115,21 +115,21 @@ def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_sl
         if trial is not None:
             return _run_trial(cell, job, dev, prov, trial, bar, mine)
         return _run(cell, job, dev, prov, bar, mine,
-                    lambda folder: run_cell(cell, folder, dev, prov, job.data_dir, fp=mine))
+                    lambda folder, claim: run_cell(cell, folder, dev, prov, job.data_dir, fp=mine, claim=claim))
     except PlasticityError as exc:
         return {"status": FATAL, "message": str(exc), "node": socket.gethostname()}
 
 
 def _run(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], bar: Any, fp: dict[str, Any],
-         train: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Train the cell with `train(folder)`: into the shared `runs_dir` through the one worker
+         train: Callable[[Path, Any], dict[str, Any]]) -> dict[str, Any]:
+    """Train the cell with `train(folder, claim)`: into the shared `runs_dir` through the one worker
     function (claim, finished-by-another-run check), or into a private folder on this node whose
     lines go back with the final line (the driver holds the claim)."""
     if job.runs_dir is not None:
         return {**work(cell, job.runs_dir, dev, prov, job.data_dir, fp, bar, train), "node": prov["node"]}
     folder = Path(tempfile.mkdtemp(prefix="plasticity-cell-"))
     try:
-        final = train(folder)
+        final = train(folder, None)  # a private folder: the driver holds the cell's claim
         suffix = ".error.jsonl" if final["status"] == "error" else ".jsonl"
         lines = (folder / f"{cell.cell_id}{suffix}").read_text(encoding="utf-8").splitlines()
         return {**final, "node": prov["node"], "lines": lines}
@@ -149,7 +149,7 @@ def _run_trial(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, An
     on_eval = trial_reporter(trial)
     try:
         return _run(cell, job, dev, prov, bar, fp,
-                    lambda folder: run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval, fp))
+                    lambda folder, claim: run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval, fp, claim))
     except PlasticityError:
         raise
     except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a local trial that raises

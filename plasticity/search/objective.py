@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..cells import Cell
+from ..claims import Claim
 from ..engine import train_cell
 from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
@@ -79,8 +80,9 @@ def budget_share(line: dict[str, Any], budget: dict[str, Any]) -> float:
 class TrialWriter(CellWriter):
     """A CellWriter that hands every evaluation line, once written, to `on_eval` (which may raise `Pruned`)."""
 
-    def __init__(self, runs_dir: Path, cell_id: str, on_eval: Callable[[list[dict[str, Any]]], None]) -> None:
-        super().__init__(runs_dir, cell_id)
+    def __init__(self, runs_dir: Path, cell_id: str, on_eval: Callable[[list[dict[str, Any]]], None],
+                 claim: Claim | None = None) -> None:
+        super().__init__(runs_dir, cell_id, claim)
         self.on_eval = on_eval
         self.evals: list[dict[str, Any]] = []
 
@@ -93,12 +95,13 @@ class TrialWriter(CellWriter):
 
 def run_trial_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[str, Any],
                    data_dir: Path | None, on_eval: Callable[[list[dict[str, Any]]], None],
-                   fp: dict[str, Any] | None = None) -> dict[str, Any]:
+                   fp: dict[str, Any] | None = None, claim: Claim | None = None) -> dict[str, Any]:
     """Train `cell` as `worker.run_cell` does, reporting each evaluation to `on_eval`; return the final
     line. A pruned trial's file is finished with status "pruned"; an exception other than `Pruned`
     (Ctrl-C included) leaves the `.part` file, which never reads as finished, and propagates.
-    `fp`: the cell's fingerprint as the driver computed it (else computed here)."""
-    writer = TrialWriter(runs_dir, cell.cell_id, on_eval)
+    `fp`: the cell's fingerprint as the driver computed it (else computed here); `claim`: the cell's
+    claim when the caller holds it (else the writer claims the cell)."""
+    writer = TrialWriter(runs_dir, cell.cell_id, on_eval, claim)
     header = cell_header(cell, fp if fp is not None and "files" in fp else fingerprint(cell), provenance)
     try:
         return write_records(train_cell(cell, device, data_dir), writer, header)
@@ -166,7 +169,7 @@ def work_trial(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str,
     on_eval = trial_reporter(trial)
     try:
         return work(cell, runs_dir, device, prov, data_dir, fp, bar,
-                    lambda folder: run_trial_cell(cell, folder, device, prov, data_dir, on_eval, fp))
+                    lambda folder, claim: run_trial_cell(cell, folder, device, prov, data_dir, on_eval, fp, claim))
     except PlasticityError:
         raise
     except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a trial that raises in the driver's process
