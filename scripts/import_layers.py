@@ -4,6 +4,7 @@ from another module.
 
     python scripts/import_layers.py            # the report
     python scripts/import_layers.py --edges    # also every edge
+    python scripts/import_layers.py --package ../other-checkout/plasticity   # another copy (a before)
 
 Imports are read with `ast` (nothing is imported), at any depth (a function's late import
 counts as much as a top-level one: it is still a dependency). `from . import x` counts as an
@@ -57,10 +58,10 @@ def layer_of(module: str) -> int | None:
     return None
 
 
-def modules() -> dict[str, Path]:
+def modules(package: Path = PACKAGE) -> dict[str, Path]:
     out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE).with_suffix("")
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).with_suffix("")
         parts = list(rel.parts)
         if parts[-1] == "__init__" and len(parts) > 1:
             parts = parts[:-1]
@@ -162,8 +163,10 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--edges", action="store_true", help="print every edge too")
+    ap.add_argument("--package", type=Path, default=PACKAGE,
+                    help="the package folder to read (default: this checkout's)")
     args = ap.parse_args()
-    mods = modules()
+    mods = modules(args.package)
     graph, private = imports(mods)
     unknown = sorted(m for m in mods if layer_of(m) is None)
     if args.edges:
@@ -187,6 +190,21 @@ def main() -> int:
     spec_torch = [m for m in sorted(mods) if layer_of(m) == 3 and imports_torch(mods[m])]
     print(f"spec-layer modules that import torch themselves: {len(spec_torch)}"
           + "".join(f"\n  {m}" for m in spec_torch))
+    # ... or through the package modules they import (the package facade `__init__` left out)
+    reach = {}
+    for m in sorted(mods):
+        if layer_of(m) != 3:
+            continue
+        seen, todo = set(), [m]
+        while todo:
+            for w in graph[todo.pop()] - seen - {"__init__"}:
+                seen.add(w)
+                todo.append(w)
+        torchy = sorted(w for w in seen if imports_torch(mods[w]))
+        if torchy:
+            reach[m] = torchy
+    print(f"spec-layer modules that reach torch through package imports: {len(reach)}"
+          + "".join(f"\n  {m} (via {', '.join(t[:4])}{', ...' if len(t) > 4 else ''})" for m, t in reach.items()))
     if unknown:
         print(f"modules with no layer in scripts/import_layers.py: {', '.join(unknown)}")
     long = sorted(((sum(1 for _ in p.open(encoding='utf-8')), m) for m, p in mods.items()), reverse=True)
