@@ -22,6 +22,7 @@ from plasticity import claims, executors
 from plasticity.cli import main
 from plasticity.errors import ConfigError, PlasticityError
 from plasticity.executors import CellContext, Execution, parse_execution
+from plasticity.executors import base as executors_base
 from plasticity.executors.remote import FATAL, RemoteJob, run_remote_cell, worker_provenance
 from plasticity.fingerprint import suite_manifest
 from plasticity.results import read_cell
@@ -106,14 +107,14 @@ def test_slurm_options_parse_as_typed_and_bad_ones_stop_before_anything_runs(tmp
 
 
 def test_a_missing_extra_names_the_pip_command(monkeypatch):
-    real = executors.importlib.import_module
+    real = executors_base.importlib.import_module
 
     def missing(name):
         if name in ("ray", "submitit"):
             raise ImportError(f"No module named '{name}'")
         return real(name)
 
-    monkeypatch.setattr(executors.importlib, "import_module", missing)
+    monkeypatch.setattr(executors_base.importlib, "import_module", missing)
     with pytest.raises(PlasticityError, match=r"--executor ray needs the 'ray' package.*pip install -e '\.\[ray\]'"):
         executors.require("ray")
     with pytest.raises(PlasticityError, match=r"pip install -e '\.\[slurm\]'"):
