@@ -43,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cells import Cell
-from ..claims import CellHeld, Claim, claim_cell
+from ..claims import CellHeld, Claim, claim_cell, describe_holder
 from ..errors import PlasticityError
 from ..execution import Execution
 from ..fingerprint import fingerprint
@@ -52,6 +52,7 @@ from ..provenance import provenance
 from ..results import FINISHED, finished_cell
 from ..search_space import SearchSpec, suite_values
 from ..suite import Suite
+from ..worker import HELD, work
 from .export import export
 from .objective import PRUNED, objective_value, pruning_hook, run_trial_cell
 from .storage import default_storage, load_optuna, open_storage, search_dir
@@ -250,12 +251,10 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
             seen.append(evals)
         hook(evals)
 
-    try:
-        final = run_trial_cell(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, record, fp)
-    except CellHeld as held:
-        trial.set_user_attr("message", str(held))
-        study.tell(trial, state=states.FAIL)
-        return "fail"
+    try:  # the one worker function: claim, check, train and write under that claim
+        final = work(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, fp, None,
+                     lambda folder, claim: run_trial_cell(cell, folder, ctx.device, ctx.prov, ctx.data_dir, record,
+                                                          fp, claim))
     except BaseException as exc:
         # Ctrl-C, SIGTERM or an error: the trial is cut short, told FAIL; its .part file stays unfinished
         with contextlib.suppress(Exception):
@@ -264,7 +263,17 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
         if isinstance(exc, Exception) and not isinstance(exc, PlasticityError):
             return "fail"
         raise
-    value = objective_value(spec.objective, seen[0], spec.threshold) if final["status"] != PRUNED else None
+    if final["status"] == HELD:
+        trial.set_user_attr("message", f"cell {cell.cell_id} is being run by {describe_holder(final.get('holder'))}")
+        study.tell(trial, state=states.FAIL)
+        return "fail"
+    if final["status"] == PRUNED:
+        value = None
+    elif seen:
+        value = objective_value(spec.objective, seen[0], spec.threshold)
+    else:  # another run finished it meanwhile: its file says the value
+        done = _finished_value(ctx.runs_dir, cell, spec, fp)
+        value = done[0] if done else None
     return _tell_final(study, trial, final, value)
 
 
