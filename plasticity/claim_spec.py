@@ -18,28 +18,8 @@ from `suite.json`. The verdicts are computed from the runs by plasticity.verdict
 A side (`subject`, `baseline`, each entry of `order`) selects cells: `rule`, and optionally
 `params` (rule parameters), `optimizer`, `optimizer_params`, and for accuracy metrics `at_updates`
 (the evaluation after exactly N updates) or `at_epoch` (at the end of epoch E) instead of the
-final evaluation. When a side matches several variants (a grid), the claim is judged on the
-variant best on the metric (mean over seeds; for update counts, most seeds reaching the
-threshold first); the table names it. Two sides that select the same cells (one run judged at
-two points, e.g. after update 1 against the end) judge one variant: the one best at the end.
-
-The comparisons, each over seeds (paired by seed for two sides) with a 95 % Student-t interval:
-- threshold   `at_most = v` / `at_least = v`: the subject's metric against a number;
-- ratio       `at_most = r` / `at_least = r`: subject / baseline, per seed;
-- difference  `sign = "positive" | "negative"`, `within = m`, `at_most = d` or `at_least = d`:
-              subject − baseline, per seed (`within`: |difference| ≤ m, an equivalence claim such
-              as "similar error");
-- ordering    `order = [best, ..., worst]`: each neighbouring pair's difference has the sign
-              the order says (the metric's better direction: lower error and update counts).
-Verdict: *supported* when the whole interval lies on the claim's side, *not supported* when it
-lies wholly on the other side, else *inconclusive*; one seed gives no interval and its point
-value decides (said in the table). A side with no finished cell is "inconclusive (no runs)".
-An update count where a seed never reached the threshold is censored (only known to exceed
-the seed's last evaluation): then each seed's comparison is a range, and the claim is decided
-only when every seed's range lies on one side of the bound (else inconclusive). `grid_share`
-(the share of a side's grid points whose seeds mostly reach the threshold) is judged with exact
-tests instead: a Clopper-Pearson interval against a threshold, a one-sided Fisher test
-(p < 0.05) for a difference in sign.
+final evaluation. Each kind takes its bounds (`BOUNDS`); what they mean, and how a verdict is
+reached, is said in plasticity.verdicts.
 """
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
-"""Claims as data: a suite's `[[claims]]`, validated against its cells, and each verdict computed
-from the runs (never typed in).
+"""Verdicts: each claim of a suite judged from its runs (never typed in).
 
-    [[claims]]
-    claim = "RF learns faster than FA"            # the statement, in a few words
-    source = "Cameron et al., poster"             # where it is claimed
-    task = "mnist"                                # optional when the suite has one task
-    task_params = { hidden = [400, 200] }         # optional: only cells of the task with these values
-    metric = "updates_to_interp"                  # see METRICS
-    threshold = 95                                # validation accuracy in percent (updates_to*, grid_share)
-    kind = "ratio"                                # threshold | ratio | difference | ordering
-    subject = { rule = "rf", params = { derivative = false } }
-    baseline = { rule = "fa" }                    # ratio and difference
-    at_most = 1.0                                 # the comparison that would support the claim
-    note = "..."                                  # optional
+The claims' table (`[[claims]]`: claim, source, task, metric, threshold, kind, the sides and
+the bound) is described and validated in plasticity.claim_spec.
 
-A side (`subject`, `baseline`, each entry of `order`) selects cells: `rule`, and optionally
-`params` (rule parameters), `optimizer`, `optimizer_params`, and for accuracy metrics `at_updates`
-(the evaluation after exactly N updates) or `at_epoch` (at the end of epoch E) instead of the
-final evaluation. When a side matches several variants (a grid), the claim is judged on the
+When a side matches several variants (a grid), the claim is judged on the
 variant best on the metric (mean over seeds; for update counts, most seeds reaching the
 threshold first); the table names it. Two sides that select the same cells (one run judged at
 two points, e.g. after update 1 against the end) judge one variant: the one best at the end.
