@@ -148,6 +148,7 @@ def claim_unfinished(runs_dir: Path, cell_id: str, expected_hash: str) -> tuple[
     """Claim a cell to run it: (claim, None) when it is to run here; (None, outcome) when another
     live run holds it (`{"status": HELD, "holder": ...}`) or finished it with `expected_hash`
     (its file's final line plus `"by_other_run": True`)."""
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)  # the claim's lock file lives there
     try:
         claim = claim_cell(runs_dir, cell_id)
     except CellHeld as held:
