@@ -2,7 +2,9 @@
 
 Public API for plugin authors: the decorators, the `LearningRule`, `Task` and `OptimizerSpec`
 base classes, and the network they operate on. For analysis: `load_results(folder)`, a suite
-folder's runs as pandas DataFrames (see `plasticity.frames`).
+folder's runs as pandas DataFrames (see `plasticity.frames`). From a notebook or a script:
+`run(suite, out=None, jobs=1, device="auto", ...)` runs a suite and returns its results, and
+`report(folder)` rebuilds a report (see `plasticity.api`).
 """
 from typing import Any
 
@@ -19,13 +21,21 @@ __all__ = [
     "MLP", "Trace", "LearningRule", "FeedbackPair", "Task", "TaskParams", "TaskData", "RawData", "Split",
     "Activation", "OptimizerSpec", "build_optimizer", "register_rule", "register_task", "register_optimizer",
     "load_plugins", "default_data_dir", "PlasticityError", "ConfigError", "DataError", "RegistryError",
-    "load_results",
+    "load_results", "run", "report",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # load_results on first use: pandas and the report stay out of `import plasticity` (plugins import it).
+    # On first use: pandas, the runner and the report stay out of `import plasticity` (plugins import it).
     if name == "load_results":
         from .frames import load_results
         return load_results
+    if name == "run":
+        from .api import run
+        return run
+    if name == "report":
+        # The report package, callable as `plasticity.report(folder)`: a function of that name would be
+        # replaced by the package as soon as anything imports `plasticity.report`.
+        import importlib
+        return importlib.import_module(".report", __name__)
     raise AttributeError(f"module 'plasticity' has no attribute {name!r}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__, registry
 from .errors import PlasticityError
-from .execution import EXECUTORS, check_device_name, parse_slurm_option
+from .execution import EXECUTORS, parse_slurm_option
 from .params import describe
 
 KIND_WORDS = {"rules": "rule", "tasks": "task", "optimizers": "optimizer"}
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite (skipping complete cells) and write its report")
     run.add_argument("suite", nargs="?", default="quick",
-                     help="suite name in suites/ or path to a TOML file (default: quick)")
+                     help="path to a TOML file, or a suite name: ./suites/NAME.toml, else a built-in suite "
+                          "(`plasticity list suites`; default: quick)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--jobs", type=int, default=None,
                      help="cells running at once: local worker processes (default: 1), or Ray tasks or Slurm tasks "
@@ -135,98 +136,70 @@ def _print_params(params_cls: type, width: int) -> None:
 
 
 def _list_suites(width: int, plugins: list[Path]) -> None:
-    """Each suite in suites/ with its cell count and description; one that does not load shows
-    its error on its line, and the listing goes on."""
-    from .suite import SUITES_DIR, load_suite
+    """Each suite found by name (a local `suites/` folder, then the built-in ones) with where it comes
+    from, its cell count and description; one that does not load shows its error on its line, and
+    the listing goes on."""
+    from .catalog import BUILTIN_SUITES, LOCAL, local_dir, suite_files
+    from .suite import load_suite
 
-    print(f"suites (in {SUITES_DIR}; run one with `plasticity run NAME`):")
-    for path in sorted(SUITES_DIR.glob("*.toml")):
+    local = local_dir()
+    print("suites (run one with `plasticity run NAME`):")
+    print(f"  built-in: {BUILTIN_SUITES}")
+    if local is not None:
+        print(f"  local:    {local} (a local suite wins over a built-in one of the same name)")
+    for found in suite_files():
+        lead = f"  {found.name:<24} {found.origin:<8} "
+        if found.overrides is not None:
+            note = "[runs instead of the built-in one] "
+        elif found.overridden_by is not None:
+            note = f"[not run by name: the {LOCAL} {found.name} runs instead] "
+        else:
+            note = ""
         try:
-            suite = load_suite(path, plugins)
+            suite = load_suite(found.path, plugins)
         except Exception as exc:  # noqa: BLE001  a broken suite must not hide the others
             message = " ".join(str(exc).split()) or type(exc).__name__
             if not isinstance(exc, PlasticityError):
                 message = f"{type(exc).__name__}: {message}"
             if len(message) > 2 * width:
                 message = message[:2 * width - 1] + "…"
-            print(textwrap.fill(f"cannot be loaded: {message}", width, initial_indent=f"  {path.stem:<24} ",
-                                subsequent_indent=" " * 27))
+            print(textwrap.fill(f"{note}cannot be loaded: {message}", width, initial_indent=lead,
+                                subsequent_indent=" " * len(lead)))
             continue
         cells = len({c.cell_id for c in suite.cells})
-        text = f"{cells:>4} cells  {suite.description or '(no description)'}"
-        print(textwrap.fill(text, width, initial_indent=f"  {path.stem:<24} ", subsequent_indent=" " * 39,
+        text = f"{cells:>4} cells  {note}{suite.description or '(no description)'}"
+        print(textwrap.fill(text, width, initial_indent=lead, subsequent_indent=" " * (len(lead) + 12),
                             break_on_hyphens=False))
     print()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import resolve_device
-    from .runner import check_data_dir, check_out_folder, run_suite
-    from .suite import load_suite
+    from . import api
+    from .suite import MAX_CELLS
 
     if args.jobs is not None and args.jobs < 1:
         raise PlasticityError(f"--jobs must be at least 1, got {args.jobs}")
-    from .suite import MAX_CELLS
     max_cells = MAX_CELLS if args.max_cells is None else args.max_cells
     if max_cells < 1:
         raise PlasticityError(f"--max-cells must be at least 1, got {max_cells}")
-    registry.load_plugins(args.plugins)
-    suite = load_suite(args.suite, [Path(p).resolve() for p in args.plugins], max_cells=max_cells)
-    slurm = {k: v for option in args.slurm for k, v in option.items()}
+    suite = api.load(args.suite, args.plugins, max_cells=max_cells)
     _check_executor_flags(args, suite.execution.executor)
-    execution = suite.execution.with_overrides(args.executor, args.ray_address, args.cells_per_gpu, slurm)
-    if execution.executor == "local":
-        resolve_device(args.device)  # a bad --device stops here, before anything reads as started
-    else:
-        check_device_name(args.device)  # a remote cell resolves it where it runs
-    out = args.out or Path("reports") / suite.name
-    if suite.search is None and (args.storage or args.search_only):
-        raise PlasticityError(f"--storage and --search-only apply to suites with a [search] table; suite "
-                              f"{suite.name} has none")
-    # Refused here, before a search writes its study into the folder (run_suite checks again).
-    check_out_folder(out, suite.name)
-    if execution.executor != "ray":  # Ray nodes read their own disks, not this one
-        check_data_dir(args.data_dir)
-    where = "" if execution.executor == "local" else f" on {execution.executor}"
+    out = args.out or api.default_out(suite)
     try:
-        if suite.search is not None:
-            from .search import final_suite, run_search
-            remote = execution.executor != "local"
-            if remote:
-                print(f"search {suite.name}: trials{where}, the study in {args.storage or 'sqlite under ' + str(out)} "
-                      f"(every node must reach it)", file=sys.stderr)
-            device = args.device if remote else resolve_device(args.device)
-            searched = run_search(suite, out, args.storage, device, args.jobs, args.data_dir,
-                                  progress=not args.no_progress, execution=execution)
-            if args.search_only:
-                print(f"search: {out / 'search' / 'search.json'}", file=sys.stderr)
-                return 0
-            suite = final_suite(suite, searched)
-        print(f"suite {suite.name}: {len(suite.cells)} cells{where} -> {out}", file=sys.stderr)
-        summary = run_suite(suite, out, args.device, args.jobs, args.data_dir, progress=not args.no_progress,
-                            keep_stale=args.keep_stale, execution=execution)
+        result = api.run(suite, out, args.jobs, args.device, data_dir=args.data_dir, plugins=args.plugins,
+                         report=not args.no_report, progress=not args.no_progress, keep_stale=args.keep_stale,
+                         executor=args.executor, ray_address=args.ray_address, cells_per_gpu=args.cells_per_gpu,
+                         slurm={k: v for option in args.slurm for k, v in option.items()}, storage=args.storage,
+                         search_only=args.search_only)
     except KeyboardInterrupt as exc:
         # Ctrl-C, SIGTERM and SIGHUP alike: workers stopped, only .part files left; exit 128 + signal
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"\ninterrupted by {signal.Signals(signum).name}: finished cells are kept in {out / 'runs'}; "
               f"run the same command again to resume", file=sys.stderr)
         return 128 + signum
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.finished.items())) or "nothing to run"
-    if summary.by_other_run:
-        counts += f" ({summary.by_other_run} of them finished by another run)"
-    print(f"{summary.total} cells: {summary.skipped} already complete, {counts}", file=sys.stderr)
-    for err in summary.errors:
-        print(f"  error: {err}", file=sys.stderr)
-    if not args.no_report:
-        from .report import build_report
-        try:
-            html = build_report(out)
-        except PlasticityError as exc:
-            raise PlasticityError(f"the run finished but its report failed: {exc}; the cells are kept in "
-                                  f"{out / 'runs'}: fix that and rebuild the report with `plasticity report "
-                                  f"{out}`") from None
-        print(f"report: {html.resolve()}")
-    return 1 if summary.errors else 0
+    if result.report is not None:
+        print(f"report: {result.report.resolve()}")
+    return 1 if result.errors else 0
 
 
 #: the flags that only one kind of executor reads, and the executors that read each
@@ -249,11 +222,8 @@ def _check_executor_flags(args: argparse.Namespace, suite_executor: str) -> None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
-    if not (args.dir / "runs").is_dir():
-        raise PlasticityError(f"{args.dir} has no runs/ folder: give the output folder of `plasticity run`, "
-                              f"e.g. reports/quick")
-    print(f"report: {build_report(args.dir).resolve()}")
+    from .api import build
+    print(f"report: {build(args.dir).resolve()}")
     return 0
 
 

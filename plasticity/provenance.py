@@ -11,14 +11,18 @@ from typing import Any
 
 import torch
 
-from .registry import REPO_ROOT
+from .registry import CHECKOUT
 
 PACKAGES = ("plasticity", "torch", "numpy", "scikit-learn", "seaborn", "matplotlib", "pandas", "tqdm")
 
 
 def _git(*args: str) -> str | None:
+    """git's answer about the clone this package runs from; None for an installed copy (whose
+    version is in `packages`: asking git there would answer for whatever repository holds the venv)."""
+    if CHECKOUT is None:
+        return None
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(CHECKOUT), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -1,6 +1,7 @@
 """One registry of rules, tasks and optimizers, fed by plugin folders, entry points and decorators.
 
-Plugin folders (`rules/`, `tasks/` of the repository, any `--plugins DIR`, `PLASTICITY_PLUGINS`,
+Plugin folders (the built-in `rules/` and `tasks/`: a clone's top-level folders, or the copies an
+installed package carries in `plasticity/builtin/`; any `--plugins DIR`, `PLASTICITY_PLUGINS`,
 a suite's `plugins = [...]`) are scanned for `*.py` files, each imported as its own module;
 pip-installed packages add theirs through the entry-point groups `plasticity.rules`,
 `plasticity.tasks` and `plasticity.optimizers`. Both end in the decorators below.
@@ -24,17 +25,31 @@ from .errors import RegistryError, not_a_folder, unknown
 KINDS = ("rule", "task", "optimizer")
 
 
-def _project_root() -> Path:
-    """The checkout holding `rules/` and `tasks/`: beside the package for an editable install,
-    else the current folder (a non-editable install run from the checkout)."""
-    beside = Path(__file__).resolve().parent.parent
-    if (beside / "rules").is_dir():
-        return beside
-    return Path.cwd().resolve()
+#: The folder of this package (`plasticity/`), in a clone or in site-packages.
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUILTIN_FOLDERS = ("rules", "tasks", "suites")
 
 
-REPO_ROOT = _project_root()
-BUILTIN_PLUGIN_DIRS = tuple(p for p in (REPO_ROOT / "rules", REPO_ROOT / "tasks") if p.is_dir())
+def _checkout() -> Path | None:
+    """The clone this package was imported from (an editable install, or PYTHONPATH on a clone):
+    the folder beside the package holding `pyproject.toml` and the top-level `rules/`, `tasks/`
+    and `suites/`; None for an installed copy (a wheel, `pip install .`)."""
+    root = PACKAGE_DIR.parent
+    if (root / "pyproject.toml").is_file() and all((root / d).is_dir() for d in BUILTIN_FOLDERS):
+        return root
+    return None
+
+
+#: The clone holding this package, or None when it runs from an installed copy.
+CHECKOUT = _checkout()
+#: Where the built-in `rules/`, `tasks/` and `suites/` are: the clone's top level, or the copies that a
+#: wheel or sdist carries inside the package (pyproject.toml maps them to `plasticity/builtin/`).
+BUILTIN_ROOT = CHECKOUT or PACKAGE_DIR / "builtin"
+#: The folder that source paths are shown relative to: the clone, or for an installed copy the
+#: folder that holds `plasticity/` (site-packages), never the current directory.
+REPO_ROOT = CHECKOUT or PACKAGE_DIR.parent
+BUILTIN_PLUGIN_DIRS = tuple(p for p in (BUILTIN_ROOT / "rules", BUILTIN_ROOT / "tasks") if p.is_dir())
+BUILTIN_SUITES_DIR = BUILTIN_ROOT / "suites"
 
 T = TypeVar("T")
 

@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .catalog import find_suite
 from .cells import (
     BUDGET_KEYS,
     MAX_CELLS,
@@ -98,9 +99,7 @@ from .params import (
     shown,
 )
 from .points import DEFAULT_EVALUATION, check_points, checked_evaluation
-from .registry import REPO_ROOT
 
-SUITES_DIR = REPO_ROOT / "suites"
 DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
             "rules", "optimizers", "published", "claims", "search", "execution"}
@@ -135,16 +134,12 @@ class Suite:
 
 
 def resolve_suite_path(name_or_path: str | Path) -> Path:
-    """A path to a TOML file, or the name of a suite in the repository's `suites/` folder."""
+    """A path to a TOML file, or the name of a suite: `./suites/NAME.toml`, else the built-in
+    one (see `plasticity.catalog`)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    candidate = SUITES_DIR / f"{name_or_path}.toml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(q.stem for q in SUITES_DIR.glob("*.toml")) if SUITES_DIR.is_dir() else []
-    raise ConfigError(f"suite '{name_or_path}' not found: not a file, and not one of the suites in "
-                      f"{SUITES_DIR}: {', '.join(known) or '(none)'}{closest(str(name_or_path), known)}")
+    return find_suite(str(name_or_path))
 
 
 def load_suite(name_or_path: str | Path, extra_plugins: list[Path] | None = None,

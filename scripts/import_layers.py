@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "plasticity"
 LAYERS: list[tuple[str, int]] = [
     # 8 judge and present
     ("__init__", 8), ("verdicts", 8), ("verdicts.*", 8), ("frames", 8), ("report.*", 8), ("report", 8),
-    ("cli", 8), ("testing", 8), ("api", 8),
+    ("cli", 8), ("testing", 8), ("api", 8), ("__main__", 8),
     # 7 schedule
     ("runner", 7), ("worker", 7), ("pool", 7), ("schedule", 7), ("executors", 7), ("executors.*", 7),
     ("search.space", 3), ("search", 7), ("search.*", 7),
@@ -35,16 +35,16 @@ LAYERS: list[tuple[str, int]] = [
     # 5 engine
     ("engine", 5), ("evaluate", 5),
     # 4 identity
-    ("fingerprint", 4), ("identity", 4),
+    ("fingerprint", 4), ("sources", 4), ("identity", 4),
     # 3 spec (no torch)
-    ("suite", 3), ("suite_parse", 3), ("cells", 3), ("points", 3), ("execution", 3), ("claim_spec", 3),
+    ("suite", 3), ("catalog", 3), ("suite_parse", 3), ("cells", 3), ("points", 3), ("execution", 3), ("claim_spec", 3),
     ("search_space", 3), ("spec", 3), ("spec.*", 3),
     # 2 model contract
     ("network", 2), ("models", 2), ("feedback", 2), ("rule", 2), ("task", 2), ("optimizers", 2),
     ("gofau", 2), ("metrics", 2),
     # 1 base
     ("errors", 1), ("params", 1), ("linalg", 1), ("losses", 1), ("registry", 1), ("data", 1), ("data.*", 1),
-    ("claims", 1), ("provenance", 1), ("checks", 1),
+    ("claims", 1), ("provenance", 1), ("checks", 1), ("version", 1), ("toml_text", 1),
 ]
 
 

@@ -83,16 +83,17 @@ def test_list_accepts_the_singular(capsys, singular, plural):
 
 
 def test_list_suites_shows_cells_and_survives_a_broken_suite(tmp_path, monkeypatch, capsys):
-    from plasticity import suite as suite_module
+    from plasticity import catalog
+    monkeypatch.setattr(catalog, "BUILTIN_SUITES", tmp_path)
     (tmp_path / "good.toml").write_text('description = "Two seeds of BP."\nseeds = [0, 1]\n'
                                         '[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
                                         'grid = { loss = ["ce", "mse"] }\n')
     (tmp_path / "bad-rule.toml").write_text('[[tasks]]\nname = "digits"\n[[rules]]\nname = "nope"\n')
     (tmp_path / "bad-toml.toml").write_text('seeds = [0\n')
-    monkeypatch.setattr(suite_module, "SUITES_DIR", tmp_path)
     assert main(["list", "suite"]) == 0
     lines = capsys.readouterr().out.splitlines()
     good = next(line for line in lines if line.startswith("  good "))
+    assert "built-in" in good
     assert "4 cells" in good and "Two seeds of BP." in good
     bad_rule = " ".join(lines[[i for i, line in enumerate(lines) if line.startswith("  bad-rule ")][0]:])
     assert "cannot be loaded" in bad_rule and "unknown rule 'nope'" in bad_rule

@@ -90,3 +90,27 @@ def test_tox_runs_ruff_then_pytest_and_has_an_env_per_suite():
     assert "ruff" in tox["testenv"]["deps"]
     section = next(s for s in tox.sections() if s.startswith("testenv:{"))
     assert set(section[len("testenv:{"):-1].split(",")) == {p.stem for p in (ROOT / "suites").glob("*.toml")}
+
+
+def test_readme_use_from_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The "Use from Python" block runs as printed, in a folder whose own suites/quick.toml (the
+    built-in quick on two rules and two updates) runs instead of the built-in one of that name."""
+    from plasticity.toml_text import dumps
+
+    monkeypatch.chdir(tmp_path)
+    quick = tomllib.loads((ROOT / "suites" / "quick.toml").read_text())
+    quick.update(seeds=[0], budget={"updates": 2}, rules=[{"name": "bp"}, {"name": "dfa"}])
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "quick.toml").write_text(dumps(quick))
+    section = README.read_text().split("## Use from Python")[1].split("\n## ")[0]
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "suite='quick'" in out and "2 cells: 0 already complete, 2 complete" in out
+    assert (tmp_path / "reports" / "quick" / "index.html").is_file()
+    result = namespace["result"]
+    assert result.suite == "bp-vs-fa" and result.finished == {"complete": 4} and not result.errors
+    assert namespace["html"] == Path("reports/bp-vs-fa/index.html") and (tmp_path / namespace["html"]).is_file()
+    curves = result.evals.groupby("variant")["val_accuracy_pct"].max()
+    assert len(curves) == 2 and all(v in out for v in curves.index) and curves.max() > 10  # percent
