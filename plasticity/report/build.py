@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import PlasticityError
 from ..results import CellRecord, Selection, read_suite_json, select_cells
-from . import audit, figures, sections
+from . import audit, drawing, sections
 from .dataframes import write_results_csv
 from .html import join, page, section, tag
 from .search import search_section
@@ -34,7 +34,7 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
         cells = selection.cells
     frame = cells_frame(cells)
     order = variant_order(frame)
-    styles = figures.variant_styles(order)  # one look per variant across tasks and figures
+    styles = drawing.variant_styles(order)  # one look per variant across tasks and figures
     tasks = list(dict.fromkeys(frame["task"])) if not frame.empty else []
     curves = curves_frame(cells)
     feedback = per_layer_frame(cells, "feedback")
