@@ -574,7 +574,7 @@ def test_a_node_that_cannot_reach_the_storage_stops_the_search_naming_it(tmp_pat
     import optuna
 
     from plasticity.executors.remote import RemoteTrial
-    from plasticity.search.study import trial_reporter
+    from plasticity.search.objective import trial_reporter
 
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # what a node without the shared file system opens
     trial = RemoteTrial(url, "s/digits/bp/0123456789", 0, "val_accuracy", None, {"updates": 20}, 0.3,
