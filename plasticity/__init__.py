@@ -14,8 +14,7 @@ from .optimizers import OptimizerSpec, build_optimizer
 from .registry import load_plugins, register_optimizer, register_rule, register_task
 from .rule import FeedbackPair, LearningRule
 from .task import Activation, RawData, Split, Task, TaskData, TaskParams, default_data_dir
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__  # re-exported: plasticity.__version__
 
 __all__ = [
     "MLP", "Trace", "LearningRule", "FeedbackPair", "Task", "TaskParams", "TaskData", "RawData", "Split",

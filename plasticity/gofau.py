@@ -138,7 +138,9 @@ class GOFAU(Optimizer):
         return loss
 
     def _apply(self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor],
-               normalised: bool, gamma: float) -> None:
+               normalised: bool, gamma: float, outer: list[float] | None = None) -> None:
+        """θ ← θ − (1 − γ)η·c·d − γη_out·|θ|·c·tanh(η_in d); `outer` is each parameter's c (1 if None),
+        a factor taken outside the tanh (Adam's first-moment correction in the authors' form)."""
         lr = group["lr"]
         eta_out = lr if group["eta_out"] is None else group["eta_out"]
         mult, add = gamma * eta_out, (1.0 - gamma) * lr
@@ -151,9 +153,12 @@ class GOFAU(Optimizer):
             else:
                 scaled = torch._foreach_mul(directions, group["eta_in"])
                 torch._foreach_tanh_(scaled)
+            if outer is not None:  # not in place: `scaled` may be `directions`
+                scaled = torch._foreach_mul(scaled, outer)
             magnitude = torch._foreach_abs(params)  # |θ_{t−1}|, taken before either term moves θ
         if add:
-            torch._foreach_add_(params, directions, alpha=-add)
+            torch._foreach_add_(params, directions if outer is None else torch._foreach_mul(directions, outer),
+                                alpha=-add)
         if mult:
             torch._foreach_addcmul_(params, magnitude, scaled, value=-mult)
 
@@ -274,23 +279,12 @@ class GofauAdam(GOFAU):
                                 f"(the step reaches eta_out/(1 - beta1) |θ| early on), got {out}")
 
     def _apply(self, group: dict[str, Any], params: list[Tensor], directions: list[Tensor],
-               normalised: bool, gamma: float) -> None:
-        if group["bias_correction"] == "inside":
-            super()._apply(group, params, directions, normalised, gamma)
-            return
-        # Here `directions` are m/(√v̂ + ε), uncorrected; c = 1/(1 − β₁ᵗ) per parameter.
-        c = self._corrections
-        eta_out = group["lr"] if group["eta_out"] is None else group["eta_out"]
-        mult, add = gamma * eta_out, (1.0 - gamma) * group["lr"]
-        if mult:
-            scaled = torch._foreach_mul(directions, group["eta_in"])
-            torch._foreach_tanh_(scaled)
-            torch._foreach_mul_(scaled, c)  # the authors' (η_out/(1 − β₁ᵗ)) tanh(η_in m/(√v̂ + ε))
-            magnitude = torch._foreach_abs(params)
-        if add:  # η m̂/(√v̂ + ε): the additive term is the same in both forms
-            torch._foreach_add_(params, torch._foreach_mul(directions, c), alpha=-add)
-        if mult:
-            torch._foreach_addcmul_(params, magnitude, scaled, value=-mult)
+               normalised: bool, gamma: float, outer: list[float] | None = None) -> None:
+        # "outside": `directions` are m/(√v̂ + ε), uncorrected, and c = 1/(1 − β₁ᵗ) multiplies both
+        # terms from outside the tanh: the authors' (η_out/(1 − β₁ᵗ)) tanh(η_in m/(√v̂ + ε))
+        if group["bias_correction"] == "outside":
+            outer = self._corrections
+        super()._apply(group, params, directions, normalised, gamma, outer)
 
     def _direction(self, group, params, grads):
         beta1, beta2 = group["betas"]

@@ -19,7 +19,6 @@ input layer). Batch norm is probed in eval mode by the metrics and the evaluatio
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -28,6 +27,7 @@ from torch.nn import functional as F
 
 from .errors import ConfigError, unknown
 from .network import activation as activation_fn
+from .network import init_layers
 
 ModelName = Literal["mlp", "lenet", "resnet20", "resnet56", "resnet9"]
 MODELS = ("mlp", "lenet", "resnet20", "resnet56", "resnet9")
@@ -155,36 +155,6 @@ class ResNet9(ImageModel):
         return self.classifier(self.features(x.view(-1, *self.shape))) * 0.125
 
 
-@torch.no_grad()
-def reset_parameters(model: nn.Module, init: str = "torch", scale: float = 1.0,
-                     generator: torch.Generator | None = None) -> None:
-    """Every Linear and Conv2d layer from `generator`: torch's default (kaiming-uniform a = √5, bias
-    U(±1/√fan_in)) or he_normal / xavier_uniform / lecun_normal with zero bias; weights and biases
-    × `scale`. Batch norm starts at (1, 0)."""
-    for m in model.modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            continue
-        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
-        if init == "torch":
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
-            if m.bias is not None:
-                bound = 1 / math.sqrt(fan_in)
-                m.bias.uniform_(-bound, bound, generator=generator)
-        else:
-            if init == "he_normal":
-                m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
-            elif init == "lecun_normal":
-                m.weight.normal_(0.0, math.sqrt(1.0 / fan_in), generator=generator)
-            else:
-                bound = math.sqrt(6.0 / (fan_in + fan_out))
-                m.weight.uniform_(-bound, bound, generator=generator)
-            if m.bias is not None:
-                m.bias.zero_()
-        m.weight.mul_(scale)
-        if m.bias is not None:
-            m.bias.mul_(scale)
-
-
 def build_model(name: str, shape: tuple[int, int, int], n_classes: int, activation: str = "relu",
                 width: int = 0, init: str = "torch", init_scale: float = 1.0,
                 generator: torch.Generator | None = None) -> nn.Module:
@@ -197,7 +167,7 @@ def build_model(name: str, shape: tuple[int, int, int], n_classes: int, activati
         model = ResNet9(shape, n_classes, activation, width)
     else:
         raise ConfigError(unknown("model", name, MODELS))
-    reset_parameters(model, init, init_scale, generator)
+    init_layers(model, init, init_scale, generator)  # the MLP's initialisation too
     return model
 
 

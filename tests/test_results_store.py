@@ -40,10 +40,10 @@ SUITE = ('name = "store"\nseeds = 1\n[budget]\nupdates = {updates}\n'
          '[[tasks]]\nname = "digits"\n[[rules]]\nname = "store_tiny"\n')
 
 
-def write_rule(folder: Path, extra: float = 1.0, comment: str = "") -> Path:
+def write_rule(folder: Path, extra: float = 1.0, tail: str = "") -> Path:
     """(Re)write the plugin rule file and load it as a fresh process would."""
     path = folder / "store_tiny.py"
-    path.write_text(RULE_FILE.format(extra=extra) + comment)
+    path.write_text(RULE_FILE.format(extra=extra) + tail)
     registry._loaded_files.discard(path.resolve())
     registry._unregister("rule", RULE)
     fingerprint.forget_sources()
@@ -105,7 +105,9 @@ def test_changed_rule_source_reruns_the_cell(tmp_path, plugin):
     path = out / "runs" / f"{parse_suite(SUITE.format(updates=3)).cells[0].cell_id}.jsonl"
     before = read_cell(path).header["fingerprint"]
     assert run(out).skipped == 1  # same code: resumed, nothing reruns
-    write_rule(plugin, comment="# a change to the rule's code, not to its parameters\n")
+    write_rule(plugin, tail='# a comment\n"""and a string statement"""\n')
+    assert run(out).skipped == 1  # neither runs: the same code, nothing reruns
+    write_rule(plugin, tail="CHANGED = 1  # a change to the rule's code, not to its parameters\n")
     summary = run(out)
     assert summary.skipped == 0 and summary.finished == {"complete": 1}
     after = read_cell(path).header["fingerprint"]
@@ -117,7 +119,7 @@ def test_changed_rule_source_reruns_the_cell(tmp_path, plugin):
 def test_keep_stale_keeps_the_old_cell_and_the_report_says_so(tmp_path, plugin):
     out = tmp_path / "out"
     run(out)
-    write_rule(plugin, comment="# changed\n")
+    write_rule(plugin, tail="CHANGED = 1\n")
     assert run(out, keep_stale=True).skipped == 1
     html = build_report(out).read_text()
     assert "1 cells are stale, kept by plasticity run --keep-stale" in html
@@ -137,7 +139,7 @@ def test_keep_stale_flag_on_the_command_line(tmp_path, plugin, capsys):
     out = tmp_path / "out"
     args = ["run", str(suite), "--out", str(out), "--plugins", str(plugin), "--no-progress"]
     assert main(args) == 0
-    write_rule(plugin, comment="# changed\n")
+    write_rule(plugin, tail="CHANGED = 1\n")
     assert main(args + ["--keep-stale"]) == 0
     assert "1 cells: 1 already complete" in capsys.readouterr().err
     assert "kept by plasticity run --keep-stale" in (out / "index.html").read_text()
@@ -148,7 +150,7 @@ def test_interrupted_rerun_of_a_stale_cell_counts_neither_as_current(tmp_path, p
     stale file is set aside, so the old numbers never enter a mean."""
     out = tmp_path / "out"
     run(out)
-    write_rule(plugin, comment="# changed\n")
+    write_rule(plugin, tail="CHANGED = 1\n")
     cell = parse_suite(SUITE.format(updates=3)).cells[0]
     manifest = fingerprint.suite_manifest([cell])
     (out / "suite.json").write_text(json.dumps({"name": "store", "cells": manifest}))
@@ -203,7 +205,8 @@ def test_fingerprint_covers_code_versions_and_parameters(plugin):
     assert "rules/bp.py" in fp["files"]  # the base class's file counts too
     assert any(f.endswith("digits.py") for f in fp["files"])
     engine = fingerprint.engine_sources()
-    assert "plasticity/engine.py" in engine and "plasticity/data/idx.py" in engine
+    assert {"plasticity/engine.py", "plasticity/models.py"} <= set(engine) <= set(fp["files"])
+    assert "plasticity/data/idx.py" not in fp["files"]  # the digits task reads no data file
     assert not any("report" in f or "cli" in f or "runner" in f for f in engine)  # presentation only
     other = parse_suite(SUITE.format(updates=3).replace("seeds = 1", 'seeds = 1\ndtype = "float64"')).cells[0]
     assert set(fingerprint.differing_parts(fp, fingerprint.fingerprint(other))) == {"config", "dtype"}
