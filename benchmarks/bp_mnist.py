@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from plasticity import registry
-from plasticity.engine import resolve_device, run_cell
+from plasticity.engine import resolve_device
 from plasticity.suite import parse_suite
+from plasticity.worker import run_cell
 
 SUITE = '''seeds = {seeds}
 [budget]

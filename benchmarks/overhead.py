@@ -21,9 +21,9 @@ import torch
 from torch.nn import functional as F
 
 from plasticity import registry
-from plasticity.engine import build_cell, resolve_device, run_cell
-from plasticity.runner import _CellBar
+from plasticity.engine import build_cell, resolve_device
 from plasticity.suite import parse_suite
+from plasticity.worker import CellBar, run_cell
 
 
 def bare_epoch(net, opt, x, y, batch, gen, device) -> float:
@@ -64,7 +64,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             final = run_cell(cell, Path(tmp), device, {})
             engine_s.append(final["train_seconds"])
-            bar = _CellBar("bench", 1, True, file=io.StringIO())  # the real bar, drawn nowhere
+            bar = CellBar("bench", 1, True, file=io.StringIO())  # the real bar, drawn nowhere
             final_bar = run_cell(cell, Path(tmp) / "b", device, {}, on_progress=bar)
             engine_bar_s.append(final_bar["train_seconds"])
         _, _, net, _ = build_cell(cell, device, None)

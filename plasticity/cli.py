@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__, registry
 from .errors import PlasticityError
-from .executors import EXECUTORS, parse_slurm_option
+from .execution import EXECUTORS, parse_slurm_option
 from .params import describe
 
 KIND_WORDS = {"rules": "rule", "tasks": "task", "optimizers": "optimizer"}

@@ -9,10 +9,8 @@ non-finite weight (checked at each evaluation) ends the cell as `diverged`.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,13 +19,13 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import metrics, registry
-from .errors import ConfigError, PlasticityError
-from .fingerprint import fingerprint
+from .cells import NO_OPTIMIZER, Cell
+from .errors import ConfigError
 from .network import weights_finite
 from .params import make_params
+from .points import evaluation_points, every_epoch
 from .provenance import machine_load
-from .results import CellWriter
-from .suite import NO_OPTIMIZER, POINTS_NEED_UPDATES, Cell
+from .rule import LearningRule
 from .task import Split
 
 CUDA_CHECK_EVERY = 25
@@ -60,55 +58,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def log_schedule(per_decade: int, limit: int = 10**10) -> list[int]:
-    """Update counts 1, 2, 3, 5, 7, 10, 15, ... (`per_decade` points per decade, rounded, unique) up to `limit`."""
-    return list(itertools.takewhile(lambda p: p <= limit, log_points(per_decade)))
-
-
-def evaluation_points(evaluation: dict[str, Any], max_updates: int | None) -> Iterator[int]:
-    """The update counts to evaluate at: log-spaced (`per_decade`), or `points` evenly spaced over
-    `max_updates` (which then must be known: an updates or epochs budget)."""
-    points = evaluation.get("points")
-    if not points:
-        return log_points(evaluation["per_decade"])
-    if max_updates is None:  # refused when the suite is read (suite.check_points); a cell built by hand
-        raise ConfigError(POINTS_NEED_UPDATES.format(points=points))
-    even = sorted({max(1, math.ceil(max_updates * i / points)) for i in range(1, points + 1)})
-    return itertools.chain(even, itertools.repeat(max_updates + 1))
-
-
-def log_points(per_decade: int) -> Iterator[int]:
-    """The endless schedule of `log_schedule`, lazily: each point costs O(1) whatever `per_decade` is.
-
-    Rather than stepping k one by one (10**(k/per_decade) rounds to the same integer many times
-    when per_decade is large), k jumps to the first index that can round above the last point.
-    """
-    if per_decade < 1:
-        raise ValueError(f"per_decade must be at least 1, got {per_decade}")
-    last, k = 0, 0
-    while True:
-        p = round(10 ** (k / per_decade))
-        if p > last:
-            yield p
-            last = p
-        # round(10**(k/d)) > last needs k >= d*log10(last + 0.5); one index early guards against rounding error
-        k = max(k + 1, math.ceil(per_decade * math.log10(last + 0.5)) - 1)
-
-
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, split: Split) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of the network's outputs on a split (non-finite rows count wrong).
+def evaluate(model: LearningRule | torch.nn.Module, split: Split) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of a rule's predictions (`rule.predict`; a bare network's
+    outputs) on a split (non-finite rows count wrong).
 
     The network is in eval mode meanwhile (batch-norm uses its running statistics and does not
     update them; dropout is off) and back in its previous mode after.
     """
+    net = model.net if isinstance(model, LearningRule) else model
+    predict = model.predict if isinstance(model, LearningRule) else model
     correct, loss_sum = 0, 0.0
     was_training = net.training
     net.eval()
     try:
         for start in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[start:start + EVAL_CHUNK], split.y[start:start + EVAL_CHUNK]
-            out = net(x)
+            out = predict(x)
             finite = torch.isfinite(out).all(dim=1)
             correct += int(((out.argmax(dim=1) == y) & finite).sum())
             loss_sum += float(torch.nn.functional.cross_entropy(out.double(), y, reduction="sum"))
@@ -128,7 +94,7 @@ def _finite(values: list[torch.Tensor]) -> bool:
 class Progress:
     """Where the loop is. The engine updates this one object in place and hands it to the
     progress callback only when training starts, after each evaluation and at the end: a
-    display polls it on its own clock (runner._CellBar), so the hot loop does no per-update
+    display polls it on its own clock (worker.CellBar), so the hot loop does no per-update
     Python work for progress."""
     updates: int = 0
     examples: int = 0
@@ -158,18 +124,22 @@ def build_cell(cell: Cell, device: torch.device, data_dir: Path | None):
     return task, data, net, rule
 
 
-def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: torch.device,
-               data_dir: Path | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Run one cell to its budget, writing header, evaluations and the final line through `writer`."""
+def train_cell(cell: Cell, device: torch.device, data_dir: Path | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Run one cell to its budget and yield its records as they come: the header facts only the
+    trained cell knows (`{"type": "header", "thresholds", "data"}`), one `{"type": "eval", ...}`
+    per evaluation, and the final line (`{"type": "final", "status", ...}`), last.
+
+    Whoever consumes them writes them (plasticity.worker); the engine knows no file, hash or lock.
+    The clock of training seconds is stopped while a record is handed over.
+    """
     now = clock
     wall_start = now()
     task, data, net, rule = build_cell(cell, device, data_dir)
     thresholds = list(task.thresholds)
-    header = {**header, "thresholds": thresholds,
-              "data": {"n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
-                       "n_inputs": data.n_inputs, "n_classes": data.n_classes}}
-    writer.write(header)
+    yield {"type": "header", "thresholds": thresholds,
+           "data": {"n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+                    "n_inputs": data.n_inputs, "n_classes": data.n_classes}}
 
     n = len(data.train)
     bs = task.params.batch_size
@@ -186,7 +156,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     max_seconds = budget.get("seconds")
     schedule = evaluation_points(cell.evaluation, max_updates)
     next_eval = next(schedule)
-    every_epoch = cell.evaluation["every_epoch"] and not cell.evaluation.get("points")  # points: exactly those
+    each_epoch = every_epoch(cell.evaluation)
     order_gen = torch.Generator().manual_seed(cell.seed + 2_000_003)
     augment = task.augmenter(data.n_inputs, torch.Generator(device=device).manual_seed(cell.seed + 4_000_003))
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
@@ -202,9 +172,9 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
     status, message = "complete", None
 
     def record(last: bool = False) -> dict[str, Any]:
-        val_acc, val_loss = evaluate(net, data.val)
-        # a search trial's cell never evaluates the test split (search.space.TRIAL_EVALUATION)
-        test_acc = evaluate(net, data.test)[0] if cell.evaluation.get("test", True) else None
+        val_acc, val_loss = evaluate(rule, data.val)
+        # a search trial's cell never evaluates the test split (search_space.TRIAL_EVALUATION)
+        test_acc = evaluate(rule, data.test)[0] if cell.evaluation.get("test", True) else None
         line = {"type": "eval", "updates": state.updates, "epoch": state.updates / per_epoch,
                 "examples": state.examples, "train_seconds": train_seconds,
                 "train_loss": float(torch.stack(losses).double().mean()) if losses else None,
@@ -213,11 +183,10 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
         if probe is not None and (last or len(evals) % feedback_every == 0):
             line["feedback"] = metrics.feedback_metrics(rule, probe)
         losses.clear()
-        writer.write(line)
         evals.append(line)
         return line
 
-    record()  # the untrained network: the reference point of every curve
+    yield record()  # the untrained network: the reference point of every curve
     if on_progress is not None:
         on_progress(state)
     segment = now()
@@ -248,7 +217,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                 state.epoch += 1
             out_of_budget = (max_updates is not None and state.updates >= max_updates) or (
                 max_seconds is not None and train_seconds + now() - segment >= max_seconds)
-            due = state.updates == next_eval or (every_epoch and end_of_epoch) or out_of_budget \
+            due = state.updates == next_eval or (each_epoch and end_of_epoch) or out_of_budget \
                 or status == "diverged"
             if state.updates >= next_eval:
                 next_eval = next(schedule)
@@ -257,6 +226,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
                     torch.cuda.synchronize(device)
                 train_seconds += now() - segment
                 line = record(last=out_of_budget or status == "diverged")
+                yield line
                 if status != "diverged" and not weights_finite(net):
                     status, message = "diverged", f"non-finite weights at update {state.updates}"
                 elif status != "diverged" and line["train_loss"] is not None and not math.isfinite(line["train_loss"]):
@@ -276,8 +246,7 @@ def train_cell(cell: Cell, writer: CellWriter, header: dict[str, Any], device: t
              **crossings(evals, thresholds),
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "wall_seconds": now() - wall_start, "load_end": machine_load()}
-    writer.finish(final)
-    return final
+    yield {"type": "final", **final}
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer | None, schedule: str | None,
@@ -305,33 +274,3 @@ def crossings(evals: list[dict[str, Any]], thresholds: list[float]) -> dict[str,
         out["examples_to"][key] = hit["examples"] if hit else None
         out["seconds_to"][key] = hit["train_seconds"] if hit else None
     return out
-
-
-def run_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[str, Any],
-             data_dir: Path | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Train a cell into `runs_dir`; an exception becomes an `error` final line (Ctrl-C does not)."""
-    writer = CellWriter(runs_dir, cell.cell_id)
-    header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
-              "fingerprint": fingerprint(cell), "provenance": provenance,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_start": machine_load()}
-    try:
-        return train_cell(cell, writer, header, device, data_dir, on_progress)
-    except (KeyboardInterrupt, SystemExit):
-        writer.close()  # leaves only the .part file: the cell reruns next time
-        raise
-    except PlasticityError:
-        # Missing data, a bad parameter: every later cell would fail the same way, so stop the
-        # suite with the message rather than file one error cell per seed.
-        writer.close()
-        writer.part.unlink(missing_ok=True)
-        raise
-    except Exception as exc:
-        if writer._fh is None:
-            raise
-        if not writer.part.exists() or writer.part.stat().st_size == 0:
-            writer.write({**header, "thresholds": []})
-        final = {"status": "error", "message": f"{type(exc).__name__}: {exc}",
-                 "traceback": traceback.format_exc(), "updates": 0,
-                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        writer.finish(final)
-        return final

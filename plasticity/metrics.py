@@ -111,7 +111,12 @@ def gradient_angles(rule: LearningRule, probe: Probe) -> dict[str, float]:
             p.grad = None
         loss_name = getattr(rule.params, "loss", "ce")
         with torch.enable_grad():
-            loss = LOSSES.get(loss_name, LOSSES["ce"])(rule.net(probe.x), probe.y)
+            # the loss of the rule's predictions (rule.predict); an inference autograd cannot
+            # differentiate (a fixed point, a goodness per label) falls back to the network's output
+            scores = rule.predict(probe.x)
+            if not scores.requires_grad:
+                scores = rule.net(probe.x)
+            loss = LOSSES.get(loss_name, LOSSES["ce"])(scores, probe.y)
             true = [g.double() for g in torch.autograd.grad(loss, params)]
     finally:
         for p, g in zip(params, saved):

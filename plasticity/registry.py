@@ -221,8 +221,9 @@ def plugin_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def load_plugins(extra_dirs: Iterable[str | Path] = ()) -> None:
-    """Populate the registry from every source; safe to call repeatedly."""
-    from . import optimizers  # noqa: F401  built-in optimizers register on import
+    """Populate the registry from every source; safe to call repeatedly. (The built-in optimizers
+    registered themselves already: the package imports plasticity.optimizers before any module of
+    it runs, so the registry, a base module, needs no import of that higher layer.)"""
     _load_entry_points()
     for d in plugin_dirs(extra_dirs):
         load_plugin_dir(d)

@@ -1,9 +1,9 @@
 """The results store: one JSON-lines file per cell under `reports/<suite>/runs/`.
 
-A cell's lines are written to `<id>.jsonl.part` and flushed as they come; only when the final
-line is written is the file renamed to `<id>.jsonl` (os.replace is atomic), so a crash or Ctrl-C
-never leaves a file that reads as complete. A cell that raised is kept as `<id>.error.jsonl`
-for the report and retried on the next run.
+The reader of the results store: a cell's lines are written by plasticity.writer (`<id>.jsonl.part`
+while it runs, renamed to `<id>.jsonl` or `<id>.error.jsonl` with its final line) and read back
+here, where anything the writer would not write is refused (`MalformedRun`). The one "is this
+cell finished with this fingerprint" check is here too (`finished_cell`).
 
 Which files count is decided here too (`select_cells`): the cells `suite.json` lists (the suite
 as `plasticity run` last expanded it) with the fingerprint it recorded for each; see
@@ -21,7 +21,6 @@ Line types:
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
@@ -29,131 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .claims import Claim, claim_cell
 from .errors import PlasticityError
 
 FINISHED = ("complete", "diverged")
 #: a search trial stopped early by its pruner (plasticity.search): a finished file, never a complete cell
 STOPPED = ("pruned",)
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null so every line parses with any reader."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-class CellWriter:
-    """Appends lines to a cell's `.part` file; `finish` renames it into place.
-
-    The writer holds the cell's claim (claims.py) from opening the `.part` file until it is
-    renamed or left behind, so no two processes ever write one `.part` file; `CellHeld` is
-    raised when another live process holds the cell. The final line records how many
-    evaluation lines precede it, so a reader notices lines deleted by hand.
-    """
-
-    def __init__(self, runs_dir: Path, cell_id: str) -> None:
-        self.runs_dir = Path(runs_dir)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.cell_id = cell_id
-        self.part = self.runs_dir / f"{cell_id}.jsonl.part"
-        self.evals_written = 0
-        self._claim: Claim | None = claim_cell(self.runs_dir, cell_id)
-        try:
-            if os.path.lexists(self.part) and not _is_regular(self.part):
-                _set_aside(self.part)
-            # O_NOFOLLOW: a symlink planted at the .part name is never followed (and truncated)
-            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            self._fh: IO[str] | None = open(fd, "w", encoding="utf-8")
-        except BaseException:
-            self._release()
-            raise
-
-    def write(self, record: dict[str, Any]) -> None:
-        assert self._fh is not None
-        self._fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
-        self._fh.flush()
-        if record.get("type") == "eval":
-            self.evals_written += 1
-
-    def finish(self, final: dict[str, Any]) -> Path:
-        """Write the final line, fsync, and move the file to its complete (or error) name."""
-        self.write({"type": "final", **final, "evals": self.evals_written})
-        assert self._fh is not None
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
-        suffix = ".error.jsonl" if final["status"] == "error" else ".jsonl"
-        target = self.runs_dir / f"{self.cell_id}{suffix}"
-        try:
-            if os.path.lexists(target) and os.path.isdir(target) and not os.path.islink(target):
-                _set_aside(target)  # os.replace cannot overwrite a directory
-            os.replace(self.part, target)
-            if suffix == ".jsonl":
-                stale = self.runs_dir / f"{self.cell_id}.error.jsonl"
-                if os.path.lexists(stale):
-                    if os.path.isdir(stale) and not os.path.islink(stale):
-                        _set_aside(stale)
-                    else:
-                        stale.unlink(missing_ok=True)
-        finally:
-            self._release()
-        return target
-
-    def close(self) -> None:
-        """Leave the `.part` file as it is (an interrupted cell): never reads as complete."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._release()
-
-    def _release(self) -> None:
-        if self._claim is not None:
-            self._claim.release()
-            self._claim = None
-
-
-def store_lines(runs_dir: Path, cell_id: str, lines: list[str]) -> Path:
-    """Write a cell's lines that were produced elsewhere (a remote worker without a shared file
-    system) through a `CellWriter`: the same claim, `.part` file and final rename as a cell run
-    here, and the same bytes (each line is a record the writer serialises again). Lines that do
-    not end in a final line are refused before anything is written."""
-    try:
-        records = [json.loads(line) for line in lines]
-    except ValueError as exc:
-        raise PlasticityError(f"cell {cell_id}: a line handed back by its worker is not JSON ({exc})") from None
-    if (not records or not all(isinstance(r, dict) for r in records) or records[0].get("type") != "header"
-            or records[-1].get("type") != "final"):
-        raise PlasticityError(f"cell {cell_id}: its worker handed back {len(records)} lines that do not run "
-                              f"from a header to a final line")
-    writer = CellWriter(runs_dir, cell_id)
-    try:
-        for record in records[:-1]:
-            writer.write(record)
-        final = {k: v for k, v in records[-1].items() if k not in ("type", "evals")}
-        return writer.finish(final)
-    except BaseException:
-        writer.close()  # the .part file stays, never read as complete
-        raise
-
-
-def _is_regular(path: Path) -> bool:
-    return stat.S_ISREG(os.lstat(path).st_mode)
-
-
-def _set_aside(path: Path) -> Path:
-    """Rename something that is in the way (a directory named like a run file) out of the way."""
-    for n in range(1000):
-        aside = path.with_name(f"{path.name}.malformed{n or ''}")
-        if not os.path.lexists(aside):
-            os.replace(path, aside)
-            return aside
-    raise PlasticityError(f"cannot move {path} out of the way: remove it by hand")
 
 
 @dataclass
@@ -360,45 +239,46 @@ def _check_final(path: Path, kind: str, evals: list[dict[str, Any]], final: dict
                                      f"{evals[-1]['updates']}")
 
 
-def finished_record(runs_dir: Path, cell_id: str) -> CellRecord | None:
-    """The cell's finished file (complete or diverged), read once; None when there is none,
-    `MalformedRun` when it is damaged."""
-    path = Path(runs_dir) / f"{cell_id}.jsonl"
-    if not os.path.lexists(path):
-        return None
-    rec = read_cell(path)
-    return rec if rec is not None and rec.status in FINISHED else None
-
-
-def check_complete(runs_dir: Path, cell_id: str) -> bool:
-    """True when the cell has a finished file (complete or diverged); `MalformedRun` if it is damaged."""
-    return finished_record(runs_dir, cell_id) is not None
-
-
 def recorded_fingerprint(rec: CellRecord) -> str | None:
     """The fingerprint hash a cell's header recorded (None: written before fingerprints existed)."""
     fp = rec.header.get("fingerprint")
     return fp.get("hash") if isinstance(fp, dict) else None
 
 
-def needs_run(runs_dir: Path, cell_id: str, fingerprint: str, keep_stale: bool = False) -> bool:
-    """Whether `plasticity run` must (re)run a cell: no finished file, a damaged one
-    (`MalformedRun` propagates so that the caller can name it), or one whose fingerprint differs
-    from `fingerprint` (the code, versions or parameters changed), unless `keep_stale`.
+def finished_cell(runs_dir: Path, cell_id: str, fingerprint: str | None, keep_stale: bool = False,
+                  damaged: list[MalformedRun] | None = None) -> CellRecord | None:
+    """The one "is this cell finished with this fingerprint" check: the cell's finished file
+    (status complete or diverged) when its header records `fingerprint` (any fingerprint with
+    `keep_stale`); else None, and the cell is to (re)run.
+
+    Everything short of that counts as unfinished, the same for every caller (a run, a claim, a
+    search trial): no file; a damaged one (it is appended to `damaged` when given, so the
+    caller can name it); a pruned trial; a file without a fingerprint or with another one (the
+    code, versions or parameters changed). The reader refuses a finished file without
+    evaluation lines (damaged), so a finished cell always has a curve.
 
     A stale file is not moved: the rerun replaces it when it finishes, and until then the report
     counts it under "not part of this suite".
     """
-    rec = finished_record(runs_dir, cell_id)
-    return rec is None or (not keep_stale and recorded_fingerprint(rec) != fingerprint)
+    path = Path(runs_dir) / f"{cell_id}.jsonl"
+    if not os.path.lexists(path):
+        return None
+    try:
+        rec = read_cell(path)
+    except MalformedRun as bad:
+        if damaged is not None:
+            damaged.append(bad)
+        return None
+    if rec is None or rec.status not in FINISHED or not rec.evals:
+        return None
+    if not keep_stale and (fingerprint is None or recorded_fingerprint(rec) != fingerprint):
+        return None
+    return rec
 
 
 def is_complete(runs_dir: Path, cell_id: str) -> bool:
-    """True when the cell has a finished file to skip on rerun (a damaged file is not finished)."""
-    try:
-        return check_complete(runs_dir, cell_id)
-    except MalformedRun:
-        return False
+    """True when the cell has a finished file, whatever its fingerprint (a damaged file is not finished)."""
+    return finished_cell(runs_dir, cell_id, None, keep_stale=True) is not None
 
 
 def scan_runs(suite_dir: Path, include_partial: bool = True) -> tuple[list[CellRecord], list[MalformedRun]]:
@@ -607,10 +487,3 @@ def warn_malformed(malformed: list[MalformedRun], action: str = "treated as inco
           f"({action}, listed in the report): {listing}", file=stream or sys.stderr)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False), encoding="utf-8")
-    os.replace(tmp, path)

@@ -2,8 +2,12 @@
 
 A rule is a credit-assignment algorithm. `credit(x, y)` writes its descent direction into each
 parameter's `.grad` (so every gradient-like rule composes with every optimizer) and returns
-scalars; `update(x, y)` performs exactly one weight update. Closed-form rules (ER) override
-`update` and set `uses_optimizer = False`.
+scalars; it changes nothing but `.grad` (the metrics call it on probe batches), so learning of a
+rule's own feedback or inverse happens in `update`. `update(x, y)` performs exactly one weight
+update. Closed-form rules (ER) override `update` and set `uses_optimizer = False`.
+`predict(x)` gives the scores the rule's network assigns to each class (default: `net(x)`); a
+rule whose inference differs (equilibrium propagation's free phase, forward-forward's goodness
+per label) overrides it, and the engine, the metrics and `plasticity check` evaluate through it.
 """
 from __future__ import annotations
 
@@ -61,8 +65,14 @@ class LearningRule:
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Write the descent direction into every parameter's `.grad`; return scalars such as
-        `{"loss": tensor}` (tensors, so the engine decides when to synchronise)."""
+        `{"loss": tensor}` (tensors, so the engine decides when to synchronise). Changes nothing
+        but `.grad` (checked by `plasticity.testing`)."""
         raise NotImplementedError(f"rule '{self.name}' defines neither credit() nor update()")
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (batch × classes) for inputs `x`, the larger the likelier: what accuracy and
+        evaluation loss are computed from. Default: the network's output."""
+        return self.net(x)
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Exactly one weight update of the network from the batch (x, y)."""

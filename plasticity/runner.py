@@ -8,17 +8,11 @@ rerunning the same command resumes. Worker processes end with the run, even when
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import multiprocessing as mp
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,29 +22,25 @@ import torch
 from tqdm.auto import tqdm
 
 from . import registry
-from .claims import CellHeld, Claim, claim_cell, describe_holder
-from .engine import Progress, resolve_device, run_cell
+from .cells import Cell
+from .claims import describe_holder
+from .engine import DTYPES, resolve_device
 from .errors import PlasticityError, not_a_folder
-from .executors import CellContext, Execution
-from .fingerprint import fingerprint, suite_manifest
+from .executors import CellContext, Execution, open_executor
+from .fingerprint import fingerprint
 from .params import make_params
+from .pool import Interrupted, signals_as_interrupt, signals_ignored
 from .provenance import provenance
-from .results import (
-    MalformedRun,
-    finished_record,
-    needs_run,
-    printable,
-    read_suite_json,
-    recorded_fingerprint,
-    warn_malformed,
-    write_json,
-)
-from .suite import Cell, Suite
+from .results import MalformedRun, finished_cell, printable, read_suite_json, warn_malformed
+from .suite import Suite
 from .task import default_data_dir
+from .worker import HELD, describe
+from .writer import write_json
 
-HELD = "held"  # an outcome, not a status: another live run holds the cell
+__all__ = ["HELD", "Interrupted", "RunSummary", "check_data", "check_data_dir", "check_out_folder", "run_suite",
+           "signals_as_interrupt"]
+
 POLL_SECONDS = 1.0  # how often a run retries the cells another run holds
-BAR_REFRESH_SECONDS = 0.5
 
 
 @dataclass
@@ -61,140 +51,6 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     by_other_run: int = 0  # cells another run finished while this one waited for them
     malformed: list[str] = field(default_factory=list)  # damaged run files of this suite, rerun
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, handled as Ctrl-C is: workers stopped, `.part` files left, no final lines."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def signals_as_interrupt() -> Iterator[None]:
-    """While running, turn SIGTERM and SIGHUP into `Interrupted` in the main thread (once)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    fired = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if not fired:  # a second signal while stopping must not cut the cleanup short
-            fired.append(signum)
-            raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in wanted}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Let a cleanup run to its end whatever the user presses meanwhile."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-class _CellBar:
-    """A tqdm bar of one cell's updates, redrawn from the engine's `Progress` on a clock.
-
-    The engine hands over its Progress object at the start, at evaluations and at the end; a
-    daemon thread reads `updates` every `interval` seconds, so the training loop pays nothing
-    per update for the bar.
-    """
-
-    def __init__(self, desc: str, position: int, enabled: bool, file: Any = None,
-                 interval: float = BAR_REFRESH_SECONDS) -> None:
-        self.desc, self.position, self.enabled, self.file = desc, position, enabled, file
-        self.interval = interval
-        self.bar: tqdm | None = None
-        self.shown = 0
-        self._state: Progress | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __call__(self, p: Progress) -> None:
-        if not self.enabled:
-            return
-        self._state = p
-        if self.bar is None:
-            self.bar = tqdm(total=p.total_updates, desc=self.desc[:48], unit="upd", position=self.position,
-                            leave=False, dynamic_ncols=True, mininterval=0, file=self.file)
-            self._thread = threading.Thread(target=self._refresh, name="plasticity-bar", daemon=True)
-            self._thread.start()
-        self.sync()
-
-    def sync(self) -> None:
-        """Move the bar to the state's update count."""
-        with self._lock:
-            if self.bar is None or self._state is None:
-                return
-            updates = self._state.updates
-            if updates != self.shown:
-                self.bar.update(updates - self.shown)
-                self.shown = updates
-
-    def _refresh(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sync()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sync()
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _describe(cell: Cell) -> str:
-    return f"{cell.task.name} {cell.labels.get('variant', cell.rule.name)} s{cell.seed}"
-
-
-def claim_unfinished(runs_dir: Path, cell_id: str, expected_hash: str) -> tuple[Claim | None, dict[str, Any] | None]:
-    """Claim a cell to run it: (claim, None) when it is to run here; (None, outcome) when another
-    live run holds it (`{"status": HELD, "holder": ...}`) or finished it with `expected_hash`
-    (its file's final line plus `"by_other_run": True`)."""
-    try:
-        claim = claim_cell(runs_dir, cell_id)
-    except CellHeld as held:
-        return None, {"status": HELD, "holder": held.holder}
-    try:  # another run may have finished it, with the code and parameters this run has
-        rec = finished_record(runs_dir, cell_id)
-    except MalformedRun:
-        rec = None
-    if rec is not None and recorded_fingerprint(rec) == expected_hash:
-        claim.release()
-        return None, {**rec.final, "by_other_run": True}
-    return claim, None
-
-
-def _attempt(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any], data_dir: Path | None,
-             bar: _CellBar, train: Callable[[Path], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Claim the cell and run it (with `train(runs_dir)` when given: a search trial on a remote
-    worker), or return what `claim_unfinished` found: another run holds it or finished it."""
-    claim, outcome = claim_unfinished(runs_dir, cell.cell_id, fingerprint(cell)["hash"])
-    if claim is None:
-        return outcome
-    with claim:
-        try:
-            return train(runs_dir) if train is not None else run_cell(cell, runs_dir, device, prov, data_dir, bar)
-        finally:
-            bar.close()
 
 
 def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | None = None,
@@ -229,17 +85,15 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
     unique: dict[str, Cell] = {}
     for cell in suite.cells:
         unique.setdefault(cell.cell_id, cell)
-    manifest = suite_manifest(unique.values())  # the cells the report counts, with their fingerprints
+    # Each cell's fingerprint, computed once here: it goes into suite.json (the cells the report
+    # counts), decides what is finished, and travels with the cell to whichever worker runs it.
+    fingerprints = {cid: fingerprint(cell) for cid, cell in unique.items()}
+    manifest = {cid: {"hash": fp["hash"], "parts": fp["parts"]} for cid, fp in fingerprints.items()}
     meta = {**suite.meta(), "cells": manifest, "keep_stale": keep_stale,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    todo, malformed = [], []
-    for cell in unique.values():
-        try:
-            if not needs_run(runs_dir, cell.cell_id, manifest[cell.cell_id]["hash"], keep_stale):
-                continue
-        except MalformedRun as bad:
-            malformed.append(bad)
-        todo.append(cell)
+    malformed: list[MalformedRun] = []
+    todo = [cell for cid, cell in unique.items()
+            if finished_cell(runs_dir, cid, fingerprints[cid]["hash"], keep_stale, malformed) is None]
     summary = RunSummary(total=len(unique), skipped=len(unique) - len(todo), malformed=[str(m) for m in malformed])
     if not todo:
         warn_malformed(malformed, action="treated as incomplete and rerun")
@@ -256,16 +110,17 @@ def run_suite(suite: Suite, out_dir: Path, device: str = "auto", jobs: int | Non
         summary.finished[status] = summary.finished.get(status, 0) + 1
         summary.by_other_run += bool(final.get("by_other_run"))
         if status == "error":
-            summary.errors.append(f"{_describe(cell)}: {final.get('message')}")
-        overall.set_postfix_str(f"last: {_describe(cell)} -> {status}", refresh=False)
+            summary.errors.append(f"{describe(cell)}: {final.get('message')}")
+        overall.set_postfix_str(f"last: {describe(cell)} -> {status}", refresh=False)
         overall.update(1)
 
     told: set[str] = set()
-    ctx = (CellContext(runs_dir, device, prov, Path(data_dir).resolve() if data_dir else None, suite.plugins,
-                       manifest, progress) if remote else None)
+    # a remote cell resolves its device where it runs, and reads its data there
+    ctx = CellContext(runs_dir, device if remote else str(dev), prov,
+                      (Path(data_dir).resolve() if data_dir else None) if remote else data_dir, suite.plugins,
+                      fingerprints, progress)
     try:
-        with signals_as_interrupt(), _executor(jobs or 1, runs_dir, dev, prov, data_dir, suite.plugins, progress,
-                                               execution, ctx, jobs) as run:
+        with signals_as_interrupt(), _executor(execution, ctx, jobs if remote else jobs or 1) as run:
             # The executor is up (its package installed, srun found, Ray reached): only now is the
             # folder written, so that a refused run leaves nothing behind.
             warn_malformed(malformed, action="treated as incomplete and rerun")
@@ -337,8 +192,6 @@ def check_data(cells: list[Cell], data_dir: Path | None, warm: torch.device | No
     here rather than in the first cell). Other failures are left to the cells, which record them.
     `warm`: load the tensors onto that device, as a cell in this process will, which then finds
     them in the task's cache (once per task setting and dtype); else only the files' arrays."""
-    from .engine import DTYPES
-
     seen: set[tuple[str, ...]] = set()
     for cell in cells:
         key = (cell.task.name,) if warm is None else (
@@ -375,133 +228,22 @@ def _tell_held(held: list[tuple[Cell, Any]], told: set[str]) -> None:
         if who in told:
             continue
         told.add(who)
-        names = ", ".join(_describe(c) for c in cells[:3]) + (", ..." if len(cells) > 3 else "")
+        names = ", ".join(describe(c) for c in cells[:3]) + (", ..." if len(cells) > 3 else "")
         tqdm.write(f"{len(cells)} cell{'s are' if len(cells) != 1 else ' is'} being run by another run "
                    f"({who}): {names}; this run waits for {'them' if len(cells) != 1 else 'it'} "
                    f"and reruns any that run leaves unfinished", file=sys.stderr)
 
 
 @contextlib.contextmanager
-def _executor(jobs: int, runs_dir: Path, dev: torch.device, prov: dict[str, Any], data_dir: Path | None,
-              plugin_dirs: list[Path], show: bool, execution: Execution | None = None, ctx: CellContext | None = None,
-              remote_jobs: int | None = None) -> Iterator[Callable[[list[Cell]], Iterator[tuple[Cell, dict]]]]:
-    """A function that runs a list of cells here (jobs 1), in worker processes or on a remote
-    executor (Ray, Slurm) and yields (cell, outcome) as each ends."""
-    if execution is not None and ctx is not None and execution.executor != "local":
-        from .executors import open_executor
-        remote = open_executor(execution, ctx, remote_jobs)
-        try:
-            yield remote.run
-        except BaseException:
-            with _signals_ignored():
-                remote.stop()
-            raise
-        remote.close()
-        return
-    if jobs <= 1:
-        def serial(cells: list[Cell]) -> Iterator[tuple[Cell, dict[str, Any]]]:
-            for cell in cells:
-                yield cell, _attempt(cell, runs_dir, dev, prov, data_dir, _CellBar(_describe(cell), 1, show))
-        yield serial
-        return
-    pool = _WorkerPool(jobs, plugin_dirs, show)
+def _executor(execution: Execution, ctx: CellContext, jobs: int | None) -> Iterator[
+        Callable[[list[Cell]], Iterator[tuple[Cell, dict[str, Any]]]]]:
+    """A function that runs a list of cells on the executor `execution` names (here, the local
+    pool, Ray or Slurm) and yields (cell, outcome) as each ends; stopped on any exception."""
+    executor = open_executor(execution, ctx, jobs)
     try:
-        yield lambda cells: pool.run(cells, runs_dir, dev, {**prov, "torch_threads": pool.threads, "jobs": jobs},
-                                     data_dir)
+        yield executor.run
     except BaseException:
-        pool.stop()
+        with signals_ignored():
+            executor.stop()
         raise
-    pool.shutdown()
-
-
-# ---- worker processes -------------------------------------------------------------------------
-
-_worker_slot = 1
-_worker_progress = True
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-WATCH_PARENT_SECONDS = 1.0
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this worker end when the run that started it ends, however it ends (even SIGKILL):
-    the kernel's parent-death signal on Linux, and a watchdog thread everywhere."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(128 + signal.SIGTERM)
-    threading.Thread(target=watch_parent, args=(parent_pid,), name="plasticity-watchdog", daemon=True).start()
-
-
-def watch_parent(parent_pid: int, interval: float = WATCH_PARENT_SECONDS,
-                 getppid: Callable[[], int] = os.getppid, sleep: Callable[[float], None] = time.sleep,
-                 exit: Callable[[int], None] = os._exit) -> None:
-    """Poll the parent PID; once it changes (the parent died and the worker was re-parented),
-    exit at once: the cell's `.part` file is left, its claim dropped by the kernel."""
-    while getppid() == parent_pid:
-        sleep(interval)
-    exit(128 + signal.SIGTERM)
-
-
-def _init_worker(plugin_dirs: list[Path], threads: int, slots: Any, show: bool, parent_pid: int) -> None:
-    global _worker_slot, _worker_progress
-    _die_with_parent(parent_pid)
-    torch.set_num_threads(threads)
-    registry.load_plugins(plugin_dirs)
-    _worker_slot = slots.get()
-    _worker_progress = show
-
-
-def _work(cell: Cell, runs_dir: Path, device: str, prov: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
-    bar = _CellBar(_describe(cell), _worker_slot, _worker_progress)
-    return _attempt(cell, runs_dir, torch.device(device), prov, data_dir, bar)
-
-
-class _WorkerPool:
-    """`jobs` spawned worker processes, each with its bar line, ended with the run however it ends."""
-
-    def __init__(self, jobs: int, plugin_dirs: list[Path], show: bool) -> None:
-        ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
-        slots = ctx.Queue()
-        for i in range(jobs):
-            slots.put(i + 1)
-        self.threads = max(1, (os.cpu_count() or 1) // jobs)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(list(plugin_dirs), self.threads, slots, show, os.getpid()))
-
-    def run(self, cells: list[Cell], runs_dir: Path, dev: torch.device, prov: dict[str, Any],
-            data_dir: Path | None) -> Iterator[tuple[Cell, dict[str, Any]]]:
-        pending: dict[Future, Cell] = {self.pool.submit(_work, c, runs_dir, str(dev), prov, data_dir): c
-                                       for c in cells}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                cell = pending.pop(fut)
-                try:
-                    outcome = fut.result()
-                except BrokenProcessPool:
-                    raise PlasticityError(
-                        f"a worker process died while running {_describe(cell)} or another cell (killed from "
-                        f"outside, or out of memory?); finished cells are kept in {runs_dir}: run the same "
-                        f"command again to resume") from None
-                yield cell, outcome
-
-    def stop(self) -> None:
-        """Stop every worker now and wait until each has exited: only `.part` files remain."""
-        with _signals_ignored():
-            procs = list(getattr(self.pool, "_processes", {}).values())
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.join(timeout=5)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=5)
-            self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
-        print(file=sys.stderr)
+    executor.close()

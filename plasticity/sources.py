@@ -49,8 +49,9 @@ NOT_NUMBERS = ("plasticity.fingerprint", "plasticity.sources", "plasticity.resul
                "plasticity.runner", "plasticity.executors", "plasticity.search", "plasticity.verdicts",
                "plasticity.frames", "plasticity.report", "plasticity.cli", "plasticity.provenance",
                "plasticity.testing",
-               # where issue 21's layering puts the worker function, its pool and the cell writer
-               "plasticity.worker", "plasticity.pool", "plasticity.writer")
+               # where issue 21's layering puts the worker function, its pool and the cell writer,
+               # and the suite parser (a cell's values are in its config; Cell lives in cells.py)
+               "plasticity.worker", "plasticity.pool", "plasticity.writer", "plasticity.suite")
 
 _SKIP_TOPS = (frozenset({"builtins", "torch"}) | frozenset(sys.stdlib_module_names)) - {"__main__"}
 

@@ -64,7 +64,6 @@ to more than `MAX_CELLS` cells is refused, with its count, before any cell is bu
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -77,8 +76,21 @@ from typing import Any
 
 from . import registry
 from .catalog import find_suite
+from .cells import (
+    BUDGET_KEYS,
+    MAX_CELLS,
+    NO_OPTIMIZER,
+    SCHEDULES,
+    Cell,
+    Component,
+    checked_budget,
+    checked_seeds,
+    label_cells,
+)
+from .checks import check_keys
+from .claim_spec import parse_claims
 from .errors import ConfigError, closest, not_a_folder
-from .executors import Execution, parse_execution
+from .execution import Execution, parse_execution
 from .params import (
     as_dict,
     check_plain,
@@ -86,69 +98,15 @@ from .params import (
     make_params,
     shown,
 )
-from .verdicts import parse_claims
+from .points import DEFAULT_EVALUATION, check_points, checked_evaluation
 
 DTYPES = ("float32", "float64")
 TOP_KEYS = {"name", "description", "plugins", "seeds", "dtype", "budget", "evaluation", "tasks",
             "rules", "optimizers", "published", "claims", "search", "execution"}
-BUDGET_KEYS = {"updates": int, "epochs": (int, float), "seconds": (int, float)}
-#: the valid range of each budget limit (exclusive low end: a limit is positive)
-BUDGET_MAX = {"updates": 10**12, "epochs": 10**6, "seconds": 10**8}
-EVAL_KEYS = {"per_decade": int, "every_epoch": bool, "feedback_metrics": int, "points": int}
-#: (low, high) of each integer in [evaluation]; 1,000 per decade already evaluates every update up to 400
-EVAL_RANGES = {"per_decade": (1, 1000), "feedback_metrics": (0, 10**9), "points": (1, 100_000)}
-SEED_MAX = 2**32 - 1
-#: more updates than any epoch has (batch size 1 on 10^8 examples): an epochs budget below one update of it is refused
-MAX_EPOCH_UPDATES = 10**8
-#: suites expanding to more cells are refused before expansion (`plasticity run --max-cells N` raises it)
-MAX_CELLS = 10_000
 #: a suite file is a page of text; anything bigger is a mistake (or hostile)
 MAX_SUITE_BYTES = 1 << 20
 COMPONENT_KEYS = {"name", "params", "grid"}
-SCHEDULES = ("constant", "cosine", "linear")
 PUBLISHED_KEYS = {"task", "rule", "metric", "value", "source", "note", "task_params"}
-NO_OPTIMIZER = "none"
-
-
-@dataclass(frozen=True)
-class Component:
-    """A resolved rule, task or optimizer choice: its name and its full parameter values."""
-    name: str
-    params: dict[str, Any]
-    #: optimizers only: learning-rate schedule over the budget's updates
-    schedule: str | None = None
-
-
-@dataclass
-class Cell:
-    """One run: task × rule × optimizer × seed, with budget and evaluation schedule."""
-    suite: str
-    task: Component
-    rule: Component
-    optimizer: Component
-    seed: int
-    budget: dict[str, Any]
-    evaluation: dict[str, Any]
-    dtype: str
-    labels: dict[str, Any] = field(default_factory=dict)
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "suite": self.suite,
-            "task": {"name": self.task.name, "params": self.task.params},
-            "rule": {"name": self.rule.name, "params": self.rule.params},
-            "optimizer": {"name": self.optimizer.name, "params": self.optimizer.params,
-                          "schedule": self.optimizer.schedule},
-            "seed": self.seed, "budget": self.budget, "evaluation": self.evaluation, "dtype": self.dtype,
-        }
-
-    @property
-    def cell_id(self) -> str:
-        """Stable hash of everything that determines the result (not the suite's name or device)."""
-        cfg = self.config()
-        cfg.pop("suite")
-        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-        return f"{_slug(self.task.name)}-{_slug(self.rule.name)}-{_slug(self.optimizer.name)}-s{self.seed}-{digest}"
 
 
 @dataclass
@@ -162,7 +120,7 @@ class Suite:
     published: list[dict[str, Any]]
     #: validated [[claims]] (plasticity.verdicts); the report computes each verdict from the runs
     claims: list[dict[str, Any]] = field(default_factory=list)
-    #: the validated [search] table (plasticity.search.space.SearchSpec), None without one
+    #: the validated [search] table (plasticity.search_space.SearchSpec), None without one
     search: Any = None
     #: where the cells run ([execution]); never part of a cell's identity
     execution: Execution = field(default_factory=Execution)
@@ -173,10 +131,6 @@ class Suite:
         if self.search is not None:
             meta["search"] = self.search.meta()
         return meta
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in name)[:40]
 
 
 def resolve_suite_path(name_or_path: str | Path) -> Path:
@@ -231,7 +185,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{where}: values nested too deeply to read") from None
-    _check_keys(doc, TOP_KEYS, where)
+    check_keys(doc, TOP_KEYS, where)
 
     base = path.parent if path else Path.cwd()
     plugin_dirs = []
@@ -251,13 +205,13 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"{where}: name must be a plain folder name, got {shown(name)}")
     description = _typed(doc, "description", str, where, "")
-    seeds = _seeds(doc.get("seeds", [0]), where)
+    seeds = checked_seeds(doc.get("seeds", [0]), where)
     dtype = _typed(doc, "dtype", str, where, "float32")
     if dtype not in DTYPES:
         raise ConfigError(f"{where}: dtype: {shown(dtype)} is not one of {', '.join(DTYPES)}"
                           f"{closest(dtype, DTYPES)}")
-    budget = _budget(doc.get("budget", {}), f"{where}: [budget]")
-    evaluation = {"per_decade": 10, "every_epoch": True}
+    budget = checked_budget(doc.get("budget", {}), f"{where}: [budget]")
+    evaluation = dict(DEFAULT_EVALUATION)
     evaluation.update(checked_evaluation(doc.get("evaluation", {}), f"{where}: [evaluation]"))
 
     task_entries = _entries(doc, "tasks", where)
@@ -279,13 +233,13 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     tasks = []
     for ti, t in enumerate(task_entries):
         t_where = f"{where}: tasks[{ti}]"
-        _check_keys(t, COMPONENT_KEYS | {"budget"}, t_where)
+        check_keys(t, COMPONENT_KEYS | {"budget"}, t_where)
         task_cls = registry.get_task(_name(t, t_where), t_where)
         # The most specific budget given replaces the others whole (a task entry's, else the
         # suite's, else the task's default): merging key by key would let a default `epochs`
         # silently cut short a suite that asked for `updates`.
-        task_budget = (_budget(t.get("budget", {}), f"{t_where}.budget") or budget
-                       or _budget({k: v for k, v in dict(task_cls.budget).items() if v is not None},
+        task_budget = (checked_budget(t.get("budget", {}), f"{t_where}.budget") or budget
+                       or checked_budget({k: v for k, v in dict(task_cls.budget).items() if v is not None},
                                   f"{t_where}: default budget of task '{task_cls.name}'"))
         task_budget = {k: task_budget.get(k) for k in BUDGET_KEYS}
         if all(v is None for v in task_budget.values()):
@@ -295,7 +249,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
     rules = []
     for ri, r in enumerate(rule_entries):
         r_where = f"{where}: rules[{ri}]"
-        _check_keys(r, COMPONENT_KEYS | {"optimizers"}, r_where)
+        check_keys(r, COMPONENT_KEYS | {"optimizers"}, r_where)
         rule_cls = registry.get_rule(_name(r, r_where), r_where)
         opt_entries, o_src = _optimizer_entries(r, rule_cls, default_optimizers, r_where)
         n_opt = sum(_grid_size(o, f"{o_src}[{oi}]") for oi, o in enumerate(opt_entries)) if opt_entries else 1
@@ -319,7 +273,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
                     for seed in seeds:
                         cells.append(Cell(name, task, rule, opt, seed, task_budget, evaluation, dtype))
     _refuse_duplicates(cells, where)
-    _label(cells)
+    label_cells(cells)
     published = [_published(p, cells, f"{where}: published[{i}]")
                  for i, p in enumerate(_entries(doc, "published", where))]
     claims = parse_claims(_entries(doc, "claims", where), cells, where)
@@ -334,7 +288,7 @@ def parse_suite(text: str, path: Path | None = None, extra_plugins: list[Path] |
 
 def _search(doc: dict, cells: list[Cell], where: str, max_cells: int = MAX_CELLS) -> Any:
     """The validated [search] table: each (task, rule) of the suite has one setting, the search's start."""
-    from .search.space import parse_search
+    from .search_space import parse_search
 
     if "seeds" in doc:
         raise ConfigError(f"{where}: a suite with [search] takes its seeds from [search]: trial_seed for the "
@@ -370,7 +324,7 @@ def _optimizer_entries(rule_entry: dict, rule_cls: type, defaults: list[dict],
         entries, src = [{"name": name, "params": dict(params)}], f"{where} (default optimizer of '{rule_cls.name}')"
     for oi, o in enumerate(entries):
         o_where = f"{src}[{oi}]"
-        _check_keys(o, COMPONENT_KEYS | {"schedule"}, o_where)
+        check_keys(o, COMPONENT_KEYS | {"schedule"}, o_where)
         registry.get_optimizer(_name(o, o_where), o_where)
         schedule = o.get("schedule", "constant")
         if schedule not in SCHEDULES:
@@ -440,59 +394,6 @@ def _expand(entry: dict, params_cls: type, kind: str, where: str) -> list[Compon
     return out
 
 
-def _varying(cells: list[Cell], part: str) -> list[str]:
-    """Keys of `part` ('task', 'rule', 'optimizer') whose values differ among `cells`."""
-    keys = sorted({k for c in cells for k in getattr(c, part).params})
-    return [f"{part}.{k}" for k in keys
-            if len({json.dumps(getattr(c, part).params.get(k), sort_keys=True) for c in cells}) > 1]
-
-
-def _label(cells: list[Cell]) -> None:
-    """Give each cell a display name and the grid coordinates that vary within its task and rule
-    (optimizer parameters: within cells of the same optimizer)."""
-    groups: dict[tuple[str, str], list[Cell]] = {}
-    for c in cells:
-        groups.setdefault((c.task.name, c.rule.name), []).append(c)
-    for group in groups.values():
-        shared = _varying(group, "task") + _varying(group, "rule")
-        budget_varies = len({json.dumps(c.budget, sort_keys=True) for c in group}) > 1
-        by_optimizer: dict[str, list[Cell]] = {}
-        for c in group:
-            by_optimizer.setdefault(c.optimizer.name, []).append(c)
-        for sub in by_optimizer.values():
-            varying = shared + _varying(sub, "optimizer")
-            for c in sub:
-                grid = {k: getattr(c, k.split(".")[0]).params.get(k.split(".", 1)[1]) for k in varying}
-                variant = _variant(c, varying)
-                if budget_varies:  # two [[tasks]] entries of one task with their own budgets
-                    variant += " [budget " + ", ".join(f"{k}={_fmt(v)}" for k, v in c.budget.items()
-                                                       if v is not None) + "]"
-                c.labels = {"variant": variant, "rule": c.rule.name,
-                            "optimizer": c.optimizer.name, "grid": grid}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, list):
-        return "x".join(_fmt(x) for x in v)
-    return str(v)
-
-
-def _variant(c: Cell, varying: list[str]) -> str:
-    """'rule(k=v) + optimizer(k=v) [task k=v]' with only the grid coordinates shown."""
-    def part(kind: str) -> str:
-        items = [f"{k.split('.', 1)[1]}={_fmt(getattr(c, kind).params.get(k.split('.', 1)[1]))}"
-                 for k in varying if k.startswith(kind + ".")]
-        return ", ".join(items)
-    text = c.rule.name + (f"({part('rule')})" if part("rule") else "")
-    if c.optimizer.name != NO_OPTIMIZER:
-        text += f" + {c.optimizer.name}" + (f"({part('optimizer')})" if part("optimizer") else "")
-        if c.optimizer.schedule not in (None, "constant"):
-            text += f" {c.optimizer.schedule}"
-    return text + (f" [{part('task')}]" if part("task") else "")
-
-
 def _name(entry: dict, where: str) -> str:
     name = entry.get("name")
     if not isinstance(name, str):
@@ -507,46 +408,6 @@ def _entries(doc: dict, key: str, where: str) -> list[dict]:
     return value
 
 
-POINTS_NEED_UPDATES = ("evaluation points = {points} spaces evaluations evenly over the update budget, but the "
-                       "budget is in seconds only; give updates or epochs, or use per_decade")
-
-
-def check_points(evaluation: dict[str, Any], budget: dict[str, Any], where: str) -> None:
-    """`points` spaces evaluations over the update budget: refused when the budget is in seconds only,
-    or when it asks for more evaluations than an updates budget has updates."""
-    points = evaluation.get("points")
-    if points and budget.get("updates") is None and budget.get("epochs") is None:
-        raise ConfigError(f"{where}: {POINTS_NEED_UPDATES.format(points=points)}")
-    # At most one evaluation per update: the engine would silently give fewer, evenly spaced or not.
-    if points and budget.get("updates") is not None and points > budget["updates"]:
-        raise ConfigError(f"{where}: evaluation points = {points} is more than the budget's {budget['updates']:,} "
-                          f"updates (at most one evaluation per update); give points <= {budget['updates']:,}")
-
-
-def checked_evaluation(table: Any, where: str) -> dict[str, Any]:
-    """An evaluation table (`[evaluation]`, or a search's trial evaluation) checked: known keys, types, ranges."""
-    evaluation = _checked_table(table, EVAL_KEYS, where)
-    # points replaces the log schedule and the per-epoch evaluations: both would be silently ignored.
-    mixed = [key for key in ("per_decade", "every_epoch") if key in evaluation]
-    if "points" in evaluation and mixed:
-        raise ConfigError(f"{where}: points = {evaluation['points']} replaces both per_decade and every_epoch "
-                          f"(exactly that many evenly spaced evaluations); remove {' and '.join(mixed)}, or "
-                          f"remove points to keep the log-spaced schedule")
-    for key, (low, high) in EVAL_RANGES.items():
-        if key in evaluation and not low <= evaluation[key] <= high:
-            rng = ("be 0 (never) or k in 1..{high:,} (every k-th evaluation)" if key == "feedback_metrics"
-                   else "lie in {low}..{high:,}").format(low=low, high=high)
-            raise ConfigError(f"{where} {key} must {rng}, got {evaluation[key]}")
-    return evaluation
-
-
-def _check_keys(table: dict, known: set[str], where: str) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key {shown(str(key))}{closest(str(key), known)}; "
-                              f"known keys: {', '.join(sorted(known))}")
-
-
 def _typed(doc: dict, key: str, tp: type, where: str, default: Any) -> Any:
     value = doc.get(key, default)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -554,58 +415,10 @@ def _typed(doc: dict, key: str, tp: type, where: str, default: Any) -> Any:
     return value
 
 
-def _checked_table(table: Any, spec: dict[str, Any], where: str) -> dict[str, Any]:
-    """A table whose keys are those of `spec` and whose values have its types (the caller checks ranges)."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    _check_keys(table, set(spec), where)
-    for key, value in table.items():
-        if isinstance(value, bool) and spec[key] is not bool or not isinstance(value, spec[key]):
-            raise ConfigError(f"{where}: '{key}' has the wrong type: {type(value).__name__} {value!r}")
-    return dict(table)
-
-
-def _budget(table: Any, where: str) -> dict[str, Any]:
-    """A [budget] table: each limit a finite positive number up to BUDGET_MAX (updates a whole number)."""
-    out = _checked_table(table, BUDGET_KEYS, where)
-    for key, value in out.items():
-        # NaN fails every comparison, so `not 0 < nan` refuses it; ints are compared exactly, never overflow
-        if not (0 < value <= BUDGET_MAX[key]):
-            kind = "a whole number" if key == "updates" else "a finite number"
-            raise ConfigError(f"{where}: '{key}' must be {kind} in the range 0 < {key} <= {BUDGET_MAX[key]:,}, "
-                              f"got {value}")
-        # The engine rounds an epochs budget up to whole updates: one this small would silently run one.
-        if key == "epochs" and value * MAX_EPOCH_UPDATES < 1:
-            raise ConfigError(f"{where}: 'epochs' = {value:g} is under one update even of an epoch of "
-                              f"{MAX_EPOCH_UPDATES:,} updates, so every cell would run one update: give "
-                              f"epochs >= {1 / MAX_EPOCH_UPDATES:g}, or updates = 1 for a single update")
-    return out
-
-
-def _seeds(value: Any, where: str) -> range | list[int]:
-    """The seeds: a count n (0..n-1, kept lazy until the suite's size is checked) or a list."""
-    rule = f"each seed a whole number in 0..{SEED_MAX}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 1 <= value <= SEED_MAX + 1:
-            raise ConfigError(f"{where}: seeds = {value}: give a count in 1..{SEED_MAX + 1:,} or a list of seeds")
-        return range(value)
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        bad = [s for s in value if not 0 <= s <= SEED_MAX]
-        if bad:
-            raise ConfigError(f"{where}: seeds: {bad[0]} is out of range; {rule}")
-        if len(set(value)) != len(value):
-            seen: set[int] = set()
-            repeated = next(s for s in value if s in seen or seen.add(s))
-            raise ConfigError(f"{where}: seeds: {repeated} is listed twice; each seed once")
-        return value
-    raise ConfigError(f"{where}: seeds must be a count or a non-empty list of distinct integers ({rule}), "
-                      f"got {value!r}")
-
-
 def _published(entry: dict, cells: list[Cell], where: str) -> dict[str, Any]:
     """A published figure, checked against the suite's `cells`: its task and rule are run here and
     its `task_params` select some of them (otherwise the report could only say "not measured")."""
-    _check_keys(entry, PUBLISHED_KEYS, where)
+    check_keys(entry, PUBLISHED_KEYS, where)
     for key in ("task", "rule", "metric", "source"):
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise ConfigError(f"{where}: '{key}' (a non-empty string) is required")

@@ -7,6 +7,10 @@
 5. `feedback()`, if given, returns matrices shaped like the transposed forward weights;
 6. its hidden layers learn: on a task that a readout of random hidden features cannot solve, it
    beats by `HIDDEN_MARGIN` the same rule with its hidden layers held at their initial weights.
+7. `credit(x, y)` changes nothing but `.grad`: no weight, buffer, optimizer state or tensor the
+   rule holds (feedback matrices, inverse networks) moves (a rule learns its own feedback in `update`);
+8. evaluation goes through `predict(x)`: the accuracy the engine measures is that of the rule's
+   predictions.
 
 Use from pytest: `assert_conformant("my_rule")`.
 """
@@ -117,7 +121,7 @@ def check_learns(rule_name: str) -> CheckResult:
     torch.manual_seed(0)
     rule = make_rule(rule_name)
     _train(rule, train, SEPARABLE_UPDATES)
-    acc, _ = evaluate(rule.net, test)
+    acc, _ = evaluate(rule, test)
     return CheckResult("learns a separable task", acc >= SEPARABLE_MIN_ACCURACY,
                        f"test accuracy {acc:.3f} after {SEPARABLE_UPDATES} updates "
                        f"(needs ≥ {SEPARABLE_MIN_ACCURACY}, chance 0.333)")
@@ -175,7 +179,7 @@ def check_hidden_learns(rule_name: str) -> CheckResult:
         torch.manual_seed(0)
         rule = make_rule(rule_name, sizes=HIDDEN_SIZES)
         train_fn(rule, train, HIDDEN_UPDATES)
-        accuracies.append(evaluate(rule.net, test)[0])
+        accuracies.append(evaluate(rule, test)[0])
     full, frozen = accuracies
     return CheckResult("hidden layers learn", full >= frozen + HIDDEN_MARGIN,
                        f"test accuracy {full:.3f}, last layer only {frozen:.3f} after {HIDDEN_UPDATES} updates "
@@ -228,11 +232,86 @@ CHECKS: list[Callable[[str], CheckResult]] = [
     check_hidden_learns]
 
 
+def state_tensors(rule: LearningRule) -> dict[str, torch.Tensor]:
+    """Every tensor a rule's numbers depend on, by name: the network's parameters and buffers, the
+    optimizer's state, and the tensors the rule holds itself (in attributes, lists, dicts and modules:
+    feedback matrices, inverse networks). Gradients are not state."""
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(name: str, value: Any, depth: int) -> None:
+        if isinstance(value, torch.Tensor):
+            out[name] = value
+        elif isinstance(value, torch.nn.Module):
+            for key, t in [*value.named_parameters(), *value.named_buffers()]:
+                out[f"{name}.{key}"] = t
+        elif depth < 4 and isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{name}[{i}]", v, depth + 1)
+        elif depth < 4 and isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{name}[{k!r}]", v, depth + 1)
+
+    walk("net", rule.net, 0)
+    for key, value in vars(rule).items():
+        if key not in ("net", "optimizer", "generator", "params"):
+            walk(key, value, 0)
+    if rule.optimizer is not None:
+        for i, state in enumerate(rule.optimizer.state.values()):
+            walk(f"optimizer.state[{i}]", state, 1)
+    return out
+
+
+def check_credit_changes_only_grad(rule_name: str) -> CheckResult:
+    """`credit` changes nothing but `.grad` (the metrics call it on probe batches between updates)."""
+    from .metrics import has_credit
+
+    train, _ = separable_data()
+    torch.manual_seed(0)
+    rule = make_rule(rule_name)
+    name = "credit changes nothing but .grad"
+    if not has_credit(rule):
+        return CheckResult(name, True, "rule has no credit() (closed form or not gradient-like): nothing to check")
+    rule.update(train.x[:32], train.y[:32])  # feedback, inverses and optimizer state exist and have moved once
+    before = {k: t.detach().clone() for k, t in state_tensors(rule).items()}
+    with torch.enable_grad():
+        rule.credit(train.x[32:64], train.y[32:64])
+    after = state_tensors(rule)
+    changed = [k for k, t in before.items()
+               if k not in after or after[k].shape != t.shape or not torch.equal(after[k].detach(), t)]
+    changed += [k for k in after if k not in before]
+    return CheckResult(name, not changed,
+                       f"{len(before)} tensors (weights, buffers, optimizer and rule state) unchanged" if not changed
+                       else f"credit() changed {', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}; "
+                            f"learn feedback or inverses in update(), not in credit()")
+
+
+def check_evaluates_through_predict(rule_name: str) -> CheckResult:
+    """The engine's accuracy is the accuracy of `rule.predict` (whatever the network's raw output says)."""
+    from .engine import evaluate as engine_evaluate
+
+    train, test = separable_data()
+    torch.manual_seed(0)
+    rule = make_rule(rule_name)
+    _train(rule, train, 20)
+    with torch.no_grad():
+        scores = rule.predict(test.x)
+    expected = float((scores.argmax(dim=1) == test.y).double().mean())
+    measured, _ = engine_evaluate(rule, test)
+    ok = math.isclose(measured, expected, abs_tol=1e-12) and tuple(scores.shape) == (len(test), 3)
+    return CheckResult("evaluated through predict()", ok,
+                       f"predict() scores {tuple(scores.shape)}, accuracy {expected:.3f}; "
+                       f"engine measured {measured:.3f}")
+
+
+#: the rule contract's checks (DESIGN.md, "Rule contract, two more sentences")
+CONTRACT_CHECKS: list[Callable[[str], CheckResult]] = [check_credit_changes_only_grad, check_evaluates_through_predict]
+
+
 def check_rule(rule_name: str) -> list[CheckResult]:
     """Run every check on a registered rule; an exception inside a check is its failure."""
     registry.get_rule(rule_name)  # unknown name: a clear error before anything runs
     results = []
-    for check in CHECKS:
+    for check in [*CHECKS, *CONTRACT_CHECKS]:
         try:
             results.append(check(rule_name))
         except Exception as exc:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from plasticity.results import CellWriter, write_json
+from plasticity.writer import CellWriter, write_json
 
 DEFAULT_RULES: dict[str, dict[str, list[Any]]] = {
     "bp": {"optimizer.lr": [0.01, 0.1]},

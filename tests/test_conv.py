@@ -205,9 +205,9 @@ def test_augmentation_crops_and_flips_each_image():
 def test_an_image_model_trains_on_digits_through_the_engine(tmp_path):
     """A ResNet-20 (width 4, batch norm) on the 8×8 digits, with sign-concordant
     feedback, through the engine: it learns, and its eval lines carry conv-layer metrics."""
-    from plasticity.engine import run_cell
     from plasticity.results import read_cell
     from plasticity.suite import parse_suite
+    from plasticity.worker import run_cell
     cell = parse_suite('[budget]\nepochs = 2\n[evaluation]\nper_decade = 1\nfeedback_metrics = 100\n'
                        '[[rules]]\nname = "usf"\n'
                        '[[tasks]]\nname = "digits"\n[tasks.params]\nmodel = "resnet20"\nwidth = 4\n'

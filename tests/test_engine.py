@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from plasticity import engine
-from plasticity.engine import log_schedule, resolve_device, run_cell
+from plasticity.engine import resolve_device
+from plasticity.points import log_schedule
 from plasticity.results import is_complete, load_cells, read_cell
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.worker import run_cell
 
 CPU = torch.device("cpu")
 

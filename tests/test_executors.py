@@ -22,11 +22,13 @@ from plasticity import claims, executors
 from plasticity.cli import main
 from plasticity.errors import ConfigError, PlasticityError
 from plasticity.executors import CellContext, Execution, parse_execution
+from plasticity.executors import base as executors_base
 from plasticity.executors.remote import FATAL, RemoteJob, run_remote_cell, worker_provenance
 from plasticity.fingerprint import suite_manifest
-from plasticity.results import read_cell, store_lines
+from plasticity.results import read_cell
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.writer import store_lines
 
 REPO = Path(__file__).parents[1]
 SUITE = 'name = "ex"\nseeds = 2\n[budget]\nupdates = 30\n[[tasks]]\nname = "digits"\n' \
@@ -60,7 +62,7 @@ def local_numbers(tmp_path_factory):
                           r"cells_per_gpu, executor, ray, slurm"),
     ('cells_per_gpu = 0', r"cells_per_gpu: expected a whole number in 1\.\.1,000,000, got 0"),
     ('slurm = { partion = "gpu" }', r"\[execution\]\.slurm: unknown key 'partion' \(did you mean 'partition'\?\)"),
-    ('slurm = { time = "2h" }', r"\[execution\]\.slurm time: expected int, got str '2h'"),
+    ('slurm = { time = "2h" }', r"\[execution\]\.slurm: 'time' has the wrong type: str '2h' \(expected int\)"),
     ('slurm = { mem = "lots" }', r"mem: 'lots' is not a Slurm memory size such as 16G"),
     ('slurm = { backend = "lsf" }', r"backend: 'lsf' is not one of slurm, local"),
     ('slurm = { sbatch = { qos = 1.5 } }', r"sbatch\.qos: an sbatch option is a string, a whole number or true"),
@@ -105,14 +107,14 @@ def test_slurm_options_parse_as_typed_and_bad_ones_stop_before_anything_runs(tmp
 
 
 def test_a_missing_extra_names_the_pip_command(monkeypatch):
-    real = executors.importlib.import_module
+    real = executors_base.importlib.import_module
 
     def missing(name):
         if name in ("ray", "submitit"):
             raise ImportError(f"No module named '{name}'")
         return real(name)
 
-    monkeypatch.setattr(executors.importlib, "import_module", missing)
+    monkeypatch.setattr(executors_base.importlib, "import_module", missing)
     with pytest.raises(PlasticityError, match=r"--executor ray needs the 'ray' package.*pip install -e '\.\[ray\]'"):
         executors.require("ray")
     with pytest.raises(PlasticityError, match=r"pip install -e '\.\[slurm\]'"):
@@ -572,7 +574,7 @@ def test_a_node_that_cannot_reach_the_storage_stops_the_search_naming_it(tmp_pat
     import optuna
 
     from plasticity.executors.remote import RemoteTrial
-    from plasticity.search.study import trial_reporter
+    from plasticity.search.objective import trial_reporter
 
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # what a node without the shared file system opens
     trial = RemoteTrial(url, "s/digits/bp/0123456789", 0, "val_accuracy", None, {"updates": 20}, 0.3,

@@ -341,8 +341,8 @@ def test_report_grid_groups_split_by_optimizer_when_each_has_a_grid():
 
 
 def test_engine_composes_a_rule_with_a_gofau_optimizer_and_a_schedule(tmp_path):
-    from plasticity.engine import run_cell
     from plasticity.suite import parse_suite
+    from plasticity.worker import run_cell
     registry.load_plugins()
     suite = parse_suite('[budget]\nupdates = 40\n[[tasks]]\nname = "digits"\n[[rules]]\nname = "bp"\n'
                         'optimizers = [{ name = "hybrid-sgd", params = { lr = 0.05, momentum = 0.9 }, '

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from plasticity import FeedbackPair
-from plasticity.engine import run_cell
 from plasticity.errors import ConfigError
 from plasticity.linalg import pinv
 from plasticity.metrics import Probe, feedback_metrics, pair_metrics
 from plasticity.results import read_cell
 from plasticity.suite import parse_suite
 from plasticity.testing import make_rule, separable_data
+from plasticity.worker import run_cell
 
 
 def test_exact_pseudo_inverse_scores_zero_and_random_feedback_does_not():

@@ -17,7 +17,7 @@ from matplotlib.collections import PathCollection, PolyCollection
 from scipy import stats as scipy_stats
 from synthetic_suite import write_demo_suite
 
-from plasticity.report import build_report, figures, sections, write_results_csv
+from plasticity.report import build_report, drawing, figures, sections, write_results_csv
 from plasticity.report.browser import ChromiumNotFound, check_in_browser, check_legend_toggle, find_chromium
 from plasticity.report.flags import identical_groups, reduces_to_backprop
 from plasticity.report.sections import published_accuracy
@@ -222,13 +222,13 @@ def test_browser_check_reports_console_errors(tmp_path):
 
 def test_variant_styles_are_distinct_and_stable():
     names = [f"v{i}" for i in range(40)]
-    styles = figures.variant_styles(names)
+    styles = drawing.variant_styles(names)
     assert len({(st.color, st.marker) for st in styles.values()}) == 40
     assert len({st.key for st in styles.values()}) == 40
     assert all(re.fullmatch(r"plv-\d+", st.key) for st in styles.values())  # never the name
-    first = [styles[n].color for n in names[:len(figures.PALETTE)]]
+    first = [styles[n].color for n in names[:len(drawing.PALETTE)]]
     assert len(set(first)) == len(first)  # no shared hue before the palette is exhausted
-    assert figures.variant_styles(names) == styles
+    assert drawing.variant_styles(names) == styles
 
 
 def _svg_groups(report: str) -> dict[str, list[str]]:
@@ -242,7 +242,7 @@ def _svg_groups(report: str) -> dict[str, list[str]]:
 def test_each_variant_has_one_colour_in_every_figure(suite, report):
     order = [b for b in re.findall(r'data-key="(plv-\d+)" data-variant="([^"]*)"', report)]
     assert len(order) == 5
-    styles = figures.variant_styles([html_lib.unescape(v) for _, v in order])
+    styles = drawing.variant_styles([html_lib.unescape(v) for _, v in order])
     groups = _svg_groups(report)
     for key, name in order:
         colour = styles[html_lib.unescape(name)].color

@@ -14,9 +14,10 @@ from plasticity import fingerprint, registry
 from plasticity.cli import main
 from plasticity.report import build_report
 from plasticity.report.tables import cells_frame
-from plasticity.results import load_cells, needs_run, read_cell, read_runs, select_cells
+from plasticity.results import finished_cell, load_cells, read_cell, read_runs, select_cells
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.writer import CellWriter
 
 RULE = "store_tiny"
 RULE_FILE = '''"""Backprop under another name, with a parameter no suite sets (a plugin for the store tests)."""
@@ -221,8 +222,37 @@ def test_a_file_from_before_fingerprints_reruns(tmp_path, plugin):
     del header["fingerprint"]
     path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
     current = fingerprint.fingerprint(cell)["hash"]
-    assert needs_run(out / "runs", cell.cell_id, current)
-    assert not needs_run(out / "runs", cell.cell_id, current, keep_stale=True)
+    assert finished_cell(out / "runs", cell.cell_id, current) is None
+    assert finished_cell(out / "runs", cell.cell_id, current, keep_stale=True) is not None
+
+
+def _finished_file(runs, cell_id, status="complete", fp="fp1", evals=1):
+    w = CellWriter(runs, cell_id)
+    w.write({"type": "header", "cell_id": cell_id, "config": {}, **({"fingerprint": {"hash": fp}} if fp else {})})
+    for i in range(evals):
+        w.write({"type": "eval", "updates": i, "val_accuracy": 0.5, "test_accuracy": 0.5})
+    w.finish({"status": status, "updates": max(evals - 1, 0)})
+
+
+def test_one_finished_check_treats_everything_short_of_a_finished_current_file_as_unfinished(tmp_path):
+    """The one "finished with this fingerprint" check of runs, claims and search trials alike."""
+    _finished_file(tmp_path, "ok")
+    _finished_file(tmp_path, "div", status="diverged")
+    _finished_file(tmp_path, "pruned", status="pruned")
+    _finished_file(tmp_path, "old", fp=None)  # written before fingerprints
+    _finished_file(tmp_path, "noevals", evals=0)  # a finished file without a curve: damaged
+    (tmp_path / "torn.jsonl").write_text('{"type": "header", "cell_id": "torn", "config": {}}\n{"type": "ev')
+    _finished_file(tmp_path, "err", status="error")
+    assert finished_cell(tmp_path, "ok", "fp1").final["status"] == "complete"
+    assert finished_cell(tmp_path, "div", "fp1").final["status"] == "diverged"
+    assert finished_cell(tmp_path, "ok", "fp2") is None  # stale
+    assert finished_cell(tmp_path, "ok", "fp2", keep_stale=True) is not None
+    assert finished_cell(tmp_path, "ok", None) is None
+    damaged = []
+    for cid in ("pruned", "old", "noevals", "torn", "err", "absent"):
+        assert finished_cell(tmp_path, cid, "fp1", damaged=damaged) is None, cid
+    assert finished_cell(tmp_path, "old", "fp1", keep_stale=True) is not None
+    assert sorted(m.path.name for m in damaged) == ["noevals.jsonl", "torn.jsonl"]
 
 
 # ---- results as data --------------------------------------------------------------------------

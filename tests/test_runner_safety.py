@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from plasticity import claims, results, runner
+from plasticity import claims, pool, results, runner
 from plasticity.claims import CellHeld, claim_cell
 from plasticity.cli import main
-from plasticity.engine import Progress, run_cell
-from plasticity.results import CellWriter, MalformedRun, is_complete, read_cell, scan_runs
+from plasticity.engine import Progress
+from plasticity.results import MalformedRun, is_complete, read_cell, scan_runs
 from plasticity.runner import run_suite
 from plasticity.suite import parse_suite
+from plasticity.worker import CellBar, run_cell
+from plasticity.writer import CellWriter
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parent.parent
@@ -242,7 +244,7 @@ HOLDER = textwrap.dedent("""
     from pathlib import Path
     from plasticity import registry
     from plasticity.claims import claim_cell
-    from plasticity.engine import run_cell
+    from plasticity.worker import run_cell
     from plasticity.suite import parse_suite
     registry.load_plugins()
     runs, index = Path(sys.argv[1]), int(sys.argv[2])
@@ -495,7 +497,7 @@ def test_a_worker_killed_from_outside_ends_the_run_with_a_message_not_a_tracebac
 def test_watchdog_exits_once_the_parent_is_gone():
     parents = iter([100, 100, 100, 1])
     slept, exits = [], []
-    runner.watch_parent(100, interval=0.25, getppid=lambda: next(parents), sleep=slept.append,
+    pool.watch_parent(100, interval=0.25, getppid=lambda: next(parents), sleep=slept.append,
                         exit=exits.append)
     assert slept == [0.25] * 3 and exits == [128 + signal.SIGTERM]
 
@@ -514,7 +516,7 @@ def test_engine_reports_progress_per_evaluation_not_per_update(tmp_path):
 def test_cell_bar_follows_the_state_on_its_own_clock():
     import io
     state = Progress(total_updates=500)
-    bar = runner._CellBar("cell", 1, True, file=io.StringIO(), interval=0.01)
+    bar = CellBar("cell", 1, True, file=io.StringIO(), interval=0.01)
     bar(state)
     state.updates = 123  # the engine's loop moves on without calling the bar
     deadline = time.time() + 30
@@ -546,7 +548,8 @@ def test_lock_files_are_not_read_as_runs(tmp_path):
 def test_final_line_numbers_out_of_range_make_the_file_malformed(tmp_path, field, value):
     """An accuracy is a fraction and seconds are not negative: a hand-edited value outside that
     would enter a mean as if measured."""
-    from plasticity.results import CellWriter, MalformedRun, read_cell
+    from plasticity.results import MalformedRun, read_cell
+    from plasticity.writer import CellWriter
     writer = CellWriter(tmp_path, "c1")
     writer.write({"type": "header", "cell_id": "c1", "config": {}})
     writer.write({"type": "eval", "updates": 1, "val_accuracy": 0.5, "test_accuracy": 0.5})
@@ -563,3 +566,33 @@ def test_run_suite_refuses_a_folder_of_another_suite_before_writing(tmp_path):
                                               r"suite 'safety' there would replace that suite.json"):
         run_suite(parse_suite(SUITE), tmp_path, "cpu", progress=False)
     assert (tmp_path / "suite.json").read_text() == '{"name": "earlier"}' and not (tmp_path / "runs").exists()
+
+
+def test_each_cell_is_claimed_once_and_fingerprinted_once_on_the_driver(tmp_path, monkeypatch):
+    from plasticity import fingerprint as fingerprint_mod
+    from plasticity import worker, writer
+
+    claims_taken: list[str] = []
+    fingerprinted: list[str] = []
+    real_claim, real_fp = claims.claim_cell, fingerprint_mod.fingerprint
+
+    def counting_claim(runs_dir, cell_id):
+        claims_taken.append(cell_id)
+        return real_claim(runs_dir, cell_id)
+
+    def counting_fp(cell):
+        fingerprinted.append(cell.cell_id)
+        return real_fp(cell)
+
+    for module in (worker, writer):
+        monkeypatch.setattr(module, "claim_cell", counting_claim)
+    for module in (runner, worker):
+        monkeypatch.setattr(module, "fingerprint", counting_fp)
+    suite = parse_suite(SUITE)
+    summary = run_suite(suite, tmp_path / "out", device="cpu", progress=False)
+    assert summary.finished == {"complete": 2}
+    ids = sorted(c.cell_id for c in suite.cells)
+    assert sorted(claims_taken) == ids, "a cell claimed more than once (or not at all)"
+    assert sorted(fingerprinted) == ids, "a cell fingerprinted more than once"
+    headers = [read_cell(p).header for p in (tmp_path / "out" / "runs").glob("*.jsonl")]
+    assert all(h["fingerprint"]["hash"] and h["fingerprint"]["files"] for h in headers)

@@ -13,7 +13,7 @@ import pytest
 
 from plasticity.errors import ConfigError
 from plasticity.registry import REPO_ROOT
-from plasticity.results import needs_run, read_cell
+from plasticity.results import finished_cell, read_cell
 from plasticity.search.objective import UNREACHED_PENALTY, objective_value
 from plasticity.search.study import open_storage
 from plasticity.suite import parse_suite
@@ -70,9 +70,9 @@ def test_search_table_is_parsed_with_equal_trials_and_fresh_final_seeds():
     (("feedback_scale = {", "beta = {"), r"space\.fa\.rule: rule 'fa' has no parameter 'beta'.*its parameters: loss, feedback_scale"),
     (("[search.space.fa]", "[search.space.dtp]"), r"\[search\]\.space\.dtp: rule 'dtp' is not in the suite's rules: bp, fa"),
     (("trials = 3", "trials = 3\nsampler2 = 1"), r"\[search\]: unknown key 'sampler2'"),
-    (('sampler = "random"', 'sampler = "bayes"'), r"\[search\]: sampler 'bayes' is not one of tpe, random, grid"),
-    (('sampler = "random"', 'sampler = "random"\npruner = "hyperband"'), r"pruner 'hyperband' is not one of median, halving, none"),
-    (('sampler = "random"', 'sampler = "random"\nobjective = "test_accuracy"'), r"objective 'test_accuracy' is not one of val_accuracy, val_auc, updates_to_threshold"),
+    (('sampler = "random"', 'sampler = "bayes"'), r"\[search\] sampler: 'bayes' is not one of tpe, random, grid"),
+    (('sampler = "random"', 'sampler = "random"\npruner = "hyperband"'), r"pruner: 'hyperband' is not one of median, halving, none"),
+    (('sampler = "random"', 'sampler = "random"\nobjective = "test_accuracy"'), r"objective: 'test_accuracy' is not one of val_accuracy, val_auc, updates_to_threshold"),
     (('sampler = "random"', 'sampler = "random"\nobjective = "updates_to_threshold"'), r"needs threshold"),
     (('sampler = "random"', 'sampler = "grid"'), r"the grid sampler needs every parameter as choice or int"),
     (("lr = { log = [1e-3, 1e-1] }", "lr = { log = [1e-3, 1e-1] }\nmomentum = { uniform = [-0.5, 0.5] }"), r"optimizer\.momentum.*momentum must be non-negative, got -0\.5"),
@@ -155,14 +155,14 @@ def test_objectives_read_validation_only():
 
 
 def test_a_pruned_trial_file_reads_as_finished_but_never_as_a_complete_cell(tmp_path):
-    from plasticity.results import CellWriter
+    from plasticity.writer import CellWriter
     w = CellWriter(tmp_path, "c1")
     w.write({"type": "header", "cell_id": "c1", "config": {}})
     w.write({"type": "eval", "updates": 5, "val_accuracy": 0.5, "test_accuracy": 0.5})
     w.finish({"status": "pruned", "updates": 5})
     rec = read_cell(tmp_path / "c1.jsonl")
     assert rec.status == "pruned"
-    assert needs_run(tmp_path, "c1", "anything")
+    assert finished_cell(tmp_path, "c1", "anything", keep_stale=True) is None
 
 
 # ---- end to end, through the command line ------------------------------------------------------
@@ -286,8 +286,8 @@ def test_the_sweep_closes_dead_trials_from_their_cell_files(tmp_path):
 
     from plasticity.engine import evaluate  # noqa: F401  (the engine's own modules are loaded)
     from plasticity.fingerprint import fingerprint
-    from plasticity.results import CellWriter
     from plasticity.search.study import Context, load_study, study_keys, sweep_dead_trials, trial_cell
+    from plasticity.writer import CellWriter
 
     suite = parse_suite(suite_text())
     ctx = Context(suite, tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", torch.device("cpu"), None, {})
@@ -364,8 +364,8 @@ def test_the_suites_own_setting_is_each_studys_first_trial(tmp_path):
     """The hand-set configuration competes in the search (its values inside the space; the rest drawn),
     so a search cannot end below it on its own objective; `start_from_suite = false` turns it off."""
     from plasticity.search import run_search
-    from plasticity.search.space import suite_values
     from plasticity.search.study import study_keys
+    from plasticity.search_space import suite_values
 
     text = suite_text(trials=2, extra='pruner = "none"')
     suite = parse_suite(text)
@@ -444,7 +444,7 @@ def test_no_more_search_processes_than_trials_left(tmp_path, monkeypatch):
     from plasticity.search import study
 
     started = []
-    monkeypatch.setattr(study, "_run_processes", lambda ctx, jobs, *a: started.append(jobs))
+    monkeypatch.setattr(study, "_run_on_executor", lambda ctx, storage, keys, ex, dev, jobs, *a: started.append(jobs))
     suite = parse_suite(suite_text(trials=1))  # bp and fa: 2 trials
     study.run_search(suite, tmp_path, jobs=3, progress=False)
     assert started == [2]
@@ -513,8 +513,8 @@ def test_the_suites_own_setting_is_asked_again_after_it_failed(tmp_path):
     import optuna
 
     from plasticity.search import run_search
-    from plasticity.search.space import suite_values
     from plasticity.search.study import default_storage, load_study, study_keys
+    from plasticity.search_space import suite_values
 
     suite = parse_suite(suite_text(trials=2, extra='pruner = "none"'))
     (tmp_path / "search").mkdir()

@@ -199,6 +199,10 @@ MAY_RUN_UNHASHED = {
     "plasticity.worker": "claims the cell, hands it to the engine, writes its records",
     "plasticity.pool": "runs workers",
     "plasticity.writer": "writes the run file",
+    "plasticity.executors": "the local executor, which hands the cell to the worker function",
+    "plasticity.executors.base": "the executors' interface",
+    "plasticity.executors.local": "the local executor, which hands the cell to the worker function",
+    "plasticity.suite": "describes the suite for suite.json (the cell's values are its config, hashed)",
 }
 
 

@@ -188,7 +188,7 @@ def test_evaluation_seeds_dtype_checked(text, pattern):
 
 
 def test_evaluation_per_decade_at_its_limit_builds_a_schedule_at_once():
-    from plasticity.engine import log_points
+    from plasticity.points import log_points
     cell = parse_suite("[evaluation]\nper_decade = 1000\n" + BASE + RULE).cells[0]
     points = log_points(cell.evaluation["per_decade"])
     assert [next(points) for _ in range(5)] == [1, 2, 3, 4, 5]

@@ -12,9 +12,10 @@ from scipy import stats as scipy_stats
 
 from plasticity.errors import ConfigError
 from plasticity.report import render_report
-from plasticity.results import CellRecord, CellWriter, write_json
+from plasticity.results import CellRecord
 from plasticity.suite import load_suite, parse_suite
 from plasticity.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, judge
+from plasticity.writer import CellWriter, write_json
 
 SUITE = '''seeds = [0, 1, 2]
 [[tasks]]

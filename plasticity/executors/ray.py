@@ -21,9 +21,10 @@ from typing import Any
 
 from ..claims import Claim
 from ..errors import PlasticityError
-from ..results import store_lines
-from ..runner import claim_unfinished
-from . import CellContext, CellExecutor, Execution, failure, require
+from ..execution import Execution
+from ..worker import claim_unfinished
+from ..writer import store_lines
+from .base import CellContext, CellExecutor, failure, require
 from .remote import FATAL, RemoteJob, run_remote_cell
 
 POLL_SECONDS = 0.1
@@ -126,7 +127,7 @@ class RayExecutor(CellExecutor):
                 raise PlasticityError(f"{result['message']} (on node {result.get('node')})")
             lines = result.pop("lines", None)
             if lines is not None:
-                store_lines(self.ctx.runs_dir, cell.cell_id, lines)
+                store_lines(self.ctx.runs_dir, cell.cell_id, lines, claim)  # under this run's one claim
             return cell, result
         finally:
             claim.release()

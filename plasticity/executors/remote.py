@@ -34,11 +34,12 @@ from typing import Any
 import torch
 
 from .. import registry
-from ..engine import resolve_device, run_cell
+from ..cells import Cell
+from ..engine import resolve_device
 from ..errors import PlasticityError
 from ..fingerprint import differing_parts, fingerprint
 from ..provenance import usable_cpus
-from ..suite import Cell
+from ..worker import run_cell, work
 
 FATAL = "fatal"  # an outcome, not a status: the run stops with the message
 
@@ -102,7 +103,7 @@ def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_sl
     try:
         registry.load_plugins(list(job.plugin_dirs))
         torch.set_num_threads(job.threads)
-        mine = fingerprint(cell)
+        mine = fingerprint(cell)  # once here, only to prove that this node runs the driver's code
         if mine["hash"] != expected.get("hash"):
             parts = ", ".join(differing_parts(mine, expected))
             return {"status": "error", "node": socket.gethostname(),
@@ -112,24 +113,23 @@ def run_remote_cell(cell: Cell, job: RemoteJob, expected: dict[str, Any], gpu_sl
         dev = worker_device(job.device, gpu_slot)
         prov = worker_provenance(job.provenance, dev, job, job.threads)
         if trial is not None:
-            return _run_trial(cell, job, dev, prov, trial, bar)
-        return _run(cell, job, dev, prov, bar, lambda folder: run_cell(cell, folder, dev, prov, job.data_dir))
+            return _run_trial(cell, job, dev, prov, trial, bar, mine)
+        return _run(cell, job, dev, prov, bar, mine,
+                    lambda folder, claim: run_cell(cell, folder, dev, prov, job.data_dir, fp=mine, claim=claim))
     except PlasticityError as exc:
         return {"status": FATAL, "message": str(exc), "node": socket.gethostname()}
 
 
-def _run(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], bar: Any,
-         train: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Train the cell with `train(folder)`: into the shared `runs_dir` through the local worker's
-    own path (claim, finished-by-another-run check), or into a private folder on this node whose
-    lines go back with the final line."""
+def _run(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], bar: Any, fp: dict[str, Any],
+         train: Callable[[Path, Any], dict[str, Any]]) -> dict[str, Any]:
+    """Train the cell with `train(folder, claim)`: into the shared `runs_dir` through the one worker
+    function (claim, finished-by-another-run check), or into a private folder on this node whose
+    lines go back with the final line (the driver holds the claim)."""
     if job.runs_dir is not None:
-        from ..runner import _attempt, _CellBar, _describe
-        return {**_attempt(cell, job.runs_dir, dev, prov, job.data_dir, bar or _CellBar(_describe(cell), 1, False),
-                           train), "node": prov["node"]}
+        return {**work(cell, job.runs_dir, dev, prov, job.data_dir, fp, bar, train), "node": prov["node"]}
     folder = Path(tempfile.mkdtemp(prefix="plasticity-cell-"))
     try:
-        final = train(folder)
+        final = train(folder, None)  # a private folder: the driver holds the cell's claim
         suffix = ".error.jsonl" if final["status"] == "error" else ".jsonl"
         lines = (folder / f"{cell.cell_id}{suffix}").read_text(encoding="utf-8").splitlines()
         return {**final, "node": prov["node"], "lines": lines}
@@ -138,19 +138,18 @@ def _run(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], ba
 
 
 def _run_trial(cell: Cell, job: RemoteJob, dev: torch.device, prov: dict[str, Any], trial: RemoteTrial,
-               bar: Any) -> dict[str, Any]:
+               bar: Any, fp: dict[str, Any]) -> dict[str, Any]:
     """A search trial on this worker, reporting to its pruner; an exception other than Ctrl-C is an
     `error` outcome (no finished file), which the driver tells as FAIL."""
     import traceback
 
-    from ..search.objective import run_trial_cell
-    from ..search.study import trial_reporter
+    from ..search.objective import run_trial_cell, trial_reporter
 
     node = prov["node"]
     on_eval = trial_reporter(trial)
     try:
-        return _run(cell, job, dev, prov, bar,
-                    lambda folder: run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval))
+        return _run(cell, job, dev, prov, bar, fp,
+                    lambda folder, claim: run_trial_cell(cell, folder, dev, prov, job.data_dir, on_eval, fp, claim))
     except PlasticityError:
         raise
     except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a local trial that raises

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PlasticityError
-from ..runner import claim_unfinished
-from . import CellContext, CellExecutor, Execution, failure, require
+from ..execution import Execution
+from ..results import finished_cell
+from .base import CellContext, CellExecutor, failure, require
 from .remote import FATAL, RemoteJob, run_remote_cell
 
 POLL_SECONDS = {"slurm": 5.0, "local": 0.2}  # submitit's watcher batches the sacct calls behind done()
@@ -123,11 +124,12 @@ class SlurmExecutor(CellExecutor):
         return len(self.buffer) + sum(len(cells) for _, cells in self.pending) + len(self.ready)
 
     def submit(self, cell: Any, trial: Any = None) -> None:
-        claim, outcome = claim_unfinished(self.ctx.runs_dir, cell.cell_id, self.ctx.manifest[cell.cell_id]["hash"])
-        if claim is None:
-            self.ready.append((cell, outcome))
+        # Claimed once, by the job where it runs (the one worker function); here only a cell
+        # another run finished meanwhile is spared its job.
+        rec = finished_cell(self.ctx.runs_dir, cell.cell_id, self.ctx.manifest[cell.cell_id]["hash"])
+        if rec is not None:
+            self.ready.append((cell, {**rec.final, "by_other_run": True}))
             return
-        claim.release()  # the job claims it again where it runs
         self.buffer.append(cell)
         self.trials[id(cell)] = trial
 

@@ -11,7 +11,7 @@ import types
 from pathlib import Path
 
 from .build import build_report, render_report
-from .tables import write_results_csv
+from .dataframes import write_results_csv
 
 __all__ = ["build_report", "render_report", "write_results_csv"]
 

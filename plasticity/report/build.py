@@ -9,10 +9,11 @@ from typing import Any
 
 from ..errors import PlasticityError
 from ..results import CellRecord, Selection, read_suite_json, select_cells
-from . import figures, sections
+from . import audit, drawing, sections
+from .dataframes import write_results_csv
 from .html import join, page, section, tag
 from .search import search_section
-from .tables import cells_frame, curves_frame, per_layer_frame, variant_order, write_results_csv
+from .tables import cells_frame, curves_frame, per_layer_frame, variant_order
 
 
 def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
@@ -33,16 +34,16 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
         cells = selection.cells
     frame = cells_frame(cells)
     order = variant_order(frame)
-    styles = figures.variant_styles(order)  # one look per variant across tasks and figures
+    styles = drawing.variant_styles(order)  # one look per variant across tasks and figures
     tasks = list(dict.fromkeys(frame["task"])) if not frame.empty else []
     curves = curves_frame(cells)
     feedback = per_layer_frame(cells, "feedback")
     diagnostics = per_layer_frame(cells, "diagnostics")
     # The claims come first: what the suite set out to test, and what its runs say.
-    body = [sections.header(suite, frame, tasks), sections.claims_section(suite, cells),
+    body = [sections.header(suite, frame, tasks), audit.claims_section(suite, cells),
             sections.variant_legend(order, styles)]
     if selection is not None:
-        body.append(sections.membership_note(selection))
+        body.append(audit.membership_note(selection))
     if not tasks:
         body.append(section("empty", "No results yet", tag("p", "The runs folder holds no cells.")))
     for i, task in enumerate(tasks):
@@ -50,8 +51,8 @@ def render_report(suite_dir: Path, cells: list[CellRecord] | None = None,
             i, task, frame[frame["task"] == task], curves[curves["task"] == task],
             feedback, diagnostics, order, styles, suite))
     body.append(search_section(suite_dir))
-    body.append(sections.problems_section(frame, selection.malformed if selection is not None else []))
-    body.append(sections.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
+    body.append(audit.problems_section(frame, selection.malformed if selection is not None else []))
+    body.append(audit.provenance_section([c.header.get("provenance") or {} for c in cells], suite))
     return page(f"plasticity report: {suite['name']}", join(body))
 
 

@@ -8,197 +8,36 @@ in the SVG, so the page's one legend can hide a variant in every figure at once.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import Formatter, FuncFormatter
 
+from .drawing import (
+    ALL_LAYERS,
+    LAYER_STYLES,
+    NEUTRAL,
+    STATUS_COLORS,
+    VariantStyle,
+    count_label,
+    draw_band,
+    draw_line,
+    legend_below,
+    log_axis,
+    new_figure,
+    plain_label,
+    plot_style,
+    threshold_lines,
+    to_svg,
+)
 from .html import Markup
 from .stats import t_interval
 from .tables import GridGroup, sortable
-
-_RC = {
-    **sns.axes_style("whitegrid"),
-    **sns.plotting_context("notebook", font_scale=0.85),
-    # Names from suites are shown literally: "$" must not start mathtext.
-    "text.parse_math": False,
-    "axes.titleweight": "bold",
-    "axes.titlesize": 11,
-    "legend.fontsize": 9,
-    "figure.facecolor": "white",
-    # Text stays text in the SVG (small, selectable; matplotlib escapes it as XML), and ids are
-    # derived from content, so the same runs give the same file.
-    "svg.fonttype": "none",
-    "svg.hashsalt": "plasticity",
-    "path.simplify_threshold": 0.3,
-}
-NEUTRAL = "#262626"  # marks and bars that belong to a variant but are not its colour
-STATUS_COLORS = {"complete": "#9bb59b", "diverged": "#c0392b", "error": "#e69f00"}
-# Layers of the per-layer figures are told apart by line style (colour is the variant's).
-LAYER_STYLES = [("-", None), ("--", None), (":", None), ("-.", None), ("-", "o"), ("--", "s"), (":", "^")]
-# Qualitative colours, ordered so that neighbours (variants of one rule sort together) differ in
-# hue: tab10, then six darker or stronger hues none of which pairs with a tab10 one.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf", "#000075", "#f032e6", "#469990", "#800000", "#808000", "#000000")
-# Past the palette, colours repeat with a marker so that no two variants look alike.
-MARKERS = (None, "o", "s", "^", "D", "v", "P", "X")
-MAX_POINTS = 120  # points per drawn curve: keeps the SVG small, far finer than the eye resolves
-KEY_PREFIX = "plv-"
-ALL_LAYERS = "all layers together"
-
-
-@dataclass(frozen=True)
-class VariantStyle:
-    """How one variant is drawn in every figure; `key` is its CSS class (from its index, so a
-    variant's name never reaches an attribute or selector)."""
-    key: str
-    color: str
-    marker: str | None
-
-
-def variant_styles(variants: Sequence[str]) -> dict[str, VariantStyle]:
-    """One distinct look per variant, stable for a given variant order."""
-    n = len(PALETTE)
-    return {v: VariantStyle(f"{KEY_PREFIX}{i}", PALETTE[i % n], MARKERS[(i // n) % len(MARKERS)])
-            for i, v in enumerate(variants)}
-
-
-@contextmanager
-def _style() -> Iterator[None]:
-    with matplotlib.rc_context(_RC):
-        yield
-
-
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-_ID = re.compile(r'\bid="([^"]+)"')
-_KEY_GID = re.compile(r'<g id="' + KEY_PREFIX + r'(\d+)">')
-
-
-def to_svg(fig: Figure) -> Markup:
-    """Render a figure as an inline `<svg>` element.
-
-    Artists whose gid is a variant key become `<g class="plv plv-N">`; every other id is
-    prefixed with a digest of the figure, so that several SVGs in one page never share an id
-    (a clip path of one figure would otherwise clip another).
-    """
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    text = _KEY_GID.sub(lambda m: f'<g class="plv {KEY_PREFIX}{m.group(1)}">', text)
-    prefix = "s" + hashlib.sha1(text.encode()).hexdigest()[:8] + "-"
-    ids = set(_ID.findall(text))
-    text = _ID.sub(lambda m: f'id="{prefix}{m.group(1)}"', text)
-    text = re.sub(r'(url\(#|href="#)([^")]+)', lambda m: m.group(1) + (prefix + m.group(2) if m.group(2) in ids
-                                                                       else m.group(2)), text)
-    # Scales with the page; the viewBox keeps the aspect ratio.
-    text = text.replace("<svg ", '<svg class="fig" role="img" ', 1)
-    return Markup(text)
-
-
-def _thin(x: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Indices of at most `max_points` of a sorted positive x, even on a log axis (ends kept)."""
-    n = len(x)
-    if n <= max_points:
-        return np.arange(n)
-    lx = np.log(np.maximum(np.asarray(x, dtype=float), 1e-300))
-    targets = np.linspace(lx[0], lx[-1], max_points)
-    idx = np.unique(np.clip(np.searchsorted(lx, targets), 0, n - 1))
-    return np.unique(np.concatenate([[0], idx, [n - 1]]))
-
-
-def _line(ax, x, y, style: VariantStyle, **kw) -> None:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = _thin(x)
-    x, y = x[keep], y[keep]
-    marker = kw.pop("marker", None) or style.marker
-    markevery = max(1, len(x) // 8) if marker and len(x) > 1 else None
-    (artist,) = ax.plot(x, y, color=kw.pop("color", style.color), marker=marker, markevery=markevery,
-                        ms=kw.pop("ms", 4), **kw)
-    artist.set_gid(style.key)
-
-
-def _band(ax, x, low, high, style: VariantStyle) -> None:
-    x = np.asarray(x, dtype=float)
-    keep = _thin(x)
-    artist = ax.fill_between(x[keep], np.asarray(low, dtype=float)[keep], np.asarray(high, dtype=float)[keep],
-                             color=style.color, alpha=0.16, lw=0)
-    artist.set_gid(style.key)
-
-
-def _count_label(value: float, _pos: object = None) -> str:
-    """Tick text for update counts: 1, 10, 100, 1k, 10k, 1M."""
-    if value <= 0:
-        return ""
-    for div, suffix in ((1e6, "M"), (1e3, "k")):
-        if value >= div:
-            return f"{value / div:g}{suffix}"
-    return f"{value:g}"
-
-
-def _plain(value: float, _pos: object = None) -> str:
-    return f"{value:g}"
-
-
-class _MinorLabels(Formatter):
-    """Label the 2x and 5x minor ticks of a log axis, but only when it spans under two decades
-    (otherwise the decades are labelled and these would crowd them)."""
-
-    def __init__(self, fmt) -> None:
-        self.fmt = fmt
-
-    def __call__(self, x: float, pos: object = None) -> str:
-        low, high = sorted(self.axis.get_view_interval())
-        if x <= 0 or low <= 0 or math.log10(high / low) > 2:
-            return ""
-        mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9)
-        return self.fmt(x) if round(mantissa) in (2, 5) else ""
-
-
-def _log_axis(ax, which: str = "x", fmt=_plain) -> None:
-    """Log scale with plain tick text (matplotlib's default uses mathtext, which is off here)."""
-    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_formatter(FuncFormatter(fmt))
-    axis.set_minor_formatter(_MinorLabels(fmt))
-
-
-def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
-    """A legend under the axes for what is not a variant (bands, markers, layers): the variants
-    are named once, in the page's legend, which also hides and shows them."""
-    if not handles:
-        return
-    longest = max(len(str(label)) for label in labels)
-    column_pt = longest * 5.6 + 40  # rough width of one entry at 9 pt
-    ncol = max(1, min(len(labels), int(fig.get_figwidth() * 72 * 0.95 // column_pt)))
-    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
-
-
-def _threshold_lines(ax, thresholds: Sequence[float], labelled: bool = True) -> None:
-    """Dotted horizontal lines at the thresholds, labelled on the left (curves start low there)."""
-    low, high = ax.get_ylim()
-    for t in thresholds:
-        y = float(t) * 100
-        if low <= y <= high:
-            ax.axhline(y, color="0.4", ls=":", lw=1, zorder=1)
-            if labelled:
-                ax.annotate(f"{y:g} %", xy=(0.005, y), xycoords=("axes fraction", "data"), ha="left",
-                            va="bottom", fontsize=7.5, color="0.3")
 
 
 def seeds_by_updates(sub: pd.DataFrame, value: str, scale: float = 1.0) -> pd.DataFrame:
@@ -241,8 +80,8 @@ def _draw_summary(ax, summary: pd.DataFrame, style: VariantStyle) -> None:
     if summary.empty:
         return
     x = summary.index.to_numpy(dtype=float)
-    _band(ax, x, summary["low"], summary["high"], style)
-    _line(ax, x, summary["median"], style, lw=1.8, marker="o" if len(x) == 1 else None)
+    draw_band(ax, x, summary["low"], summary["high"], style)
+    draw_line(ax, x, summary["median"], style, lw=1.8, marker="o" if len(x) == 1 else None)
 
 
 def learning_curves(curves: pd.DataFrame, order: Sequence[str], styles: dict[str, VariantStyle],
@@ -256,8 +95,8 @@ def learning_curves(curves: pd.DataFrame, order: Sequence[str], styles: dict[str
     if data.empty:
         return None
     variants = [v for v in order if v in set(data["variant"])]
-    with _style():
-        fig = _figure(12, 8.6)
+    with plot_style():
+        fig = new_figure(12, 8.6)
         axes = fig.subplots(2, 2)
         finals, tops, any_diverged = [], [], False
         for v in variants:
@@ -290,10 +129,10 @@ def learning_curves(curves: pd.DataFrame, order: Sequence[str], styles: dict[str
         for row, (low, high) in enumerate(((0, 100.5), (zoom_low, zoom_high))):
             for col, xkey in enumerate(("updates", "train_seconds")):
                 ax = axes[row, col]
-                _log_axis(ax, "x", _count_label if col == 0 else _plain)
+                log_axis(ax, "x", count_label if col == 0 else plain_label)
                 ax.set_ylim(low, high)
                 ax.set_ylabel("validation accuracy (%)")
-                _threshold_lines(ax, thresholds, labelled=row == 1)  # too crowded at full range
+                threshold_lines(ax, thresholds, labelled=row == 1)  # too crowded at full range
                 if row == 1 and math.isfinite(starts[xkey]):
                     ax.set_xlim(starts[xkey] / 1.5, axes[0, col].get_xlim()[1])
         axes[0, 0].set_title("against updates (median of seeds, band = min–max)")
@@ -309,7 +148,7 @@ def learning_curves(curves: pd.DataFrame, order: Sequence[str], styles: dict[str
         if any_diverged:
             handles.append(Line2D([], [], ls="", marker="x", color=NEUTRAL))
             labels.append("diverged (last evaluation)")
-        _legend_below(fig, handles, labels)
+        legend_below(fig, handles, labels)
         return to_svg(fig)
 
 
@@ -322,21 +161,21 @@ def loss_curves(curves: pd.DataFrame, order: Sequence[str], styles: dict[str, Va
     if not panels:
         return None
     variants = [v for v in order if v in set(curves["variant"])]
-    with _style():
-        fig = _figure(12, 4.4)
+    with plot_style():
+        fig = new_figure(12, 4.4)
         axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)).ravel()
         for ax, (key, title) in zip(axes, panels):
             for v in variants:
                 _draw_summary(ax, seeds_by_updates(curves[curves["variant"] == v], key), styles[v])
-            _log_axis(ax, "x", _count_label)
+            log_axis(ax, "x", count_label)
             values = curves[key].to_numpy(dtype=float)
             values = values[np.isfinite(values)]
             if len(values) and (values > 0).all() and values.max() / values.min() >= 20:
-                _log_axis(ax, "y")
+                log_axis(ax, "y")
             ax.set_title(title)
             ax.set_xlabel("updates (log scale)")
             ax.set_ylabel("loss")
-        _legend_below(fig, [Patch(color="0.5", alpha=0.3)], ["min–max over seeds"])
+        legend_below(fig, [Patch(color="0.5", alpha=0.3)], ["min–max over seeds"])
         return to_svg(fig)
 
 
@@ -352,8 +191,8 @@ def seed_spread(cells: pd.DataFrame, order: Sequence[str], styles: dict[str, Var
     if not variants or cells.loc[cells["status"] == "complete", "test_accuracy"].dropna().empty:
         return None
     rng = np.random.default_rng(0)  # fixed jitter: the same report twice gives the same picture
-    with _style():
-        fig = _figure(10, 0.45 * len(variants) + 1.5)
+    with plot_style():
+        fig = new_figure(10, 0.45 * len(variants) + 1.5)
         ax = fig.subplots()
         notes = []
         for i, v in enumerate(variants):
@@ -389,7 +228,7 @@ def seed_spread(cells: pd.DataFrame, order: Sequence[str], styles: dict[str, Var
                         fontsize=8, color=color)
         ax.set_xlabel("final test accuracy (%)")
         ax.set_title("seed spread of final test accuracy (bar: mean ± 95 % t interval, 3 seeds or more)")
-        _legend_below(fig, [Line2D([], [], ls="", marker="o", color="0.4"),
+        legend_below(fig, [Line2D([], [], ls="", marker="o", color="0.4"),
                             Line2D([], [], color=NEUTRAL, marker="|", ms=10)],
                       ["one complete seed", "mean ± 95 % CI (complete seeds)"])
         return to_svg(fig)
@@ -406,8 +245,8 @@ def divergence_bars(cells: pd.DataFrame, order: Sequence[str]) -> Markup | None:
     variants = [v for v in order if v in set(cells["variant"])]
     counts = (cells.groupby(["variant", "status"]).size().unstack(fill_value=0)
               .reindex(index=variants, columns=list(STATUS_COLORS), fill_value=0))
-    with _style():
-        fig = _figure(10, 0.4 * len(variants) + 1.5)
+    with plot_style():
+        fig = new_figure(10, 0.4 * len(variants) + 1.5)
         ax = fig.subplots()
         left = np.zeros(len(variants))
         for status, color in STATUS_COLORS.items():
@@ -427,7 +266,7 @@ def divergence_bars(cells: pd.DataFrame, order: Sequence[str]) -> Markup | None:
         ax.set_title("outcome of each variant's cells")
         ax.xaxis.get_major_locator().set_params(integer=True)
         shown = [s for s in STATUS_COLORS if counts[s].sum()]
-        _legend_below(fig, [Patch(color=STATUS_COLORS[s]) for s in shown], shown)
+        legend_below(fig, [Patch(color=STATUS_COLORS[s]) for s in shown], shown)
         return to_svg(fig)
 
 
@@ -472,8 +311,8 @@ def grid_heatmap(group: GridGroup, vmin: float, vmax: float) -> Markup | None:
         means[i, j] = ok.mean() * 100 if len(ok) else np.nan
         text = f"{means[i, j]:.1f}" if len(ok) else "no result"
         notes[i, j] = text + (f"\n{div}/{len(sub)} div." if div else "")
-    with _style():
-        fig = _figure(max(4.2, 0.95 * len(cols) + 2.8), 0.6 * len(rows) + 1.7)
+    with plot_style():
+        fig = new_figure(max(4.2, 0.95 * len(cols) + 2.8), 0.6 * len(rows) + 1.7)
         ax = fig.subplots()
         sns.heatmap(pd.DataFrame(means, index=rows, columns=cols), annot=notes, fmt="", cmap="viridis",
                     vmin=vmin, vmax=vmax, linewidths=1.5, linecolor="white", ax=ax,
@@ -525,9 +364,9 @@ def per_layer_curves(frame: pd.DataFrame, order: Sequence[str], styles: dict[str
     variants = [v for v in order if v in set(frame["variant"])]
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    with _style():
+    with plot_style():
         # At least page-wide enough that the legend below spreads over several columns.
-        fig = _figure(max(10.0, 4.2 * ncols + 0.6), 3.1 * nrows + 1.0)
+        fig = new_figure(max(10.0, 4.2 * ncols + 0.6), 3.1 * nrows + 1.0)
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for ax, metric in zip(axes, metrics):
             sub = frame[frame["metric"] == metric]
@@ -538,11 +377,11 @@ def per_layer_curves(frame: pd.DataFrame, order: Sequence[str], styles: dict[str
                         continue
                     mean = line.groupby("updates")["value"].mean()
                     ls, marker = LAYER_STYLES[k % len(LAYER_STYLES)]
-                    _line(ax, mean.index, mean.to_numpy(), styles[v], ls=ls, marker=marker, ms=3, lw=1.5)
-            _log_axis(ax, "x", _count_label)
+                    draw_line(ax, mean.index, mean.to_numpy(), styles[v], ls=ls, marker=marker, ms=3, lw=1.5)
+            log_axis(ax, "x", count_label)
             values = sub["value"].to_numpy()
             if not is_angle(metric) and (values > 0).all() and values.max() / values.min() >= 50:
-                _log_axis(ax, "y")  # errors that fall by decades read better on a log axis
+                log_axis(ax, "y")  # errors that fall by decades read better on a log axis
             ax.set_title(metric_title(metric))
             if is_angle(metric):
                 ax.set_ylabel("degrees")
@@ -556,5 +395,5 @@ def per_layer_curves(frame: pd.DataFrame, order: Sequence[str], styles: dict[str
                 ls, marker = LAYER_STYLES[k % len(LAYER_STYLES)]
                 handles.append(Line2D([], [], color="0.25", ls=ls, marker=marker, ms=3))
                 labels.append(layer_label(layer))
-        _legend_below(fig, handles, labels)
+        legend_below(fig, handles, labels)
         return to_svg(fig)

@@ -15,8 +15,7 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from . import figures
-from .figures import PALETTE, _figure, _log_axis, _style, to_svg
+from .drawing import PALETTE, count_label, log_axis, new_figure, plot_style, to_svg
 from .html import Markup, figure, join, section, table, tag
 
 OBJECTIVE_TEXT = {"val_accuracy": "final validation accuracy (%)", "val_auc": "mean validation accuracy over "
@@ -57,8 +56,8 @@ def best_so_far(trials: list[dict[str, Any]], direction: str) -> list[tuple[int,
 def best_so_far_figure(studies: list[dict[str, Any]], spec: dict[str, Any]) -> Markup | None:
     if not any(s["trials"] for s in studies):
         return None
-    with _style():
-        fig = _figure(6.4, 3.4)
+    with plot_style():
+        fig = new_figure(6.4, 3.4)
         ax = fig.add_subplot()
         for i, s in enumerate(studies):
             pts = best_so_far(s["trials"], spec.get("direction", "maximize"))
@@ -71,7 +70,7 @@ def best_so_far_figure(studies: list[dict[str, Any]], spec: dict[str, Any]) -> M
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("best so far: " + OBJECTIVE_TEXT.get(spec.get("objective"), "objective"))
         if spec.get("objective") == "updates_to_threshold":
-            _log_axis(ax, "y", figures._count_label)
+            log_axis(ax, "y", count_label)
         ax.legend(loc="best", frameon=False)
         return to_svg(fig)
 
@@ -83,8 +82,8 @@ def sensitivity_figure(study: dict[str, Any], spec: dict[str, Any], color: str) 
     if not trials or not names:
         return None
     spaces = (spec.get("spaces") or {}).get(study["rule"]) or {}
-    with _style():
-        fig = _figure(min(2.6 * len(names), 10.4), 2.6)
+    with plot_style():
+        fig = new_figure(min(2.6 * len(names), 10.4), 2.6)
         axes = fig.subplots(1, len(names), squeeze=False)[0]
         for ax, name in zip(axes, names):
             for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
@@ -105,7 +104,7 @@ def sensitivity_figure(study: dict[str, Any], spec: dict[str, Any], color: str) 
             if bounds:  # the whole searched range, so that the reader sees where trials fell in it
                 low, high = float(bounds.group(2)), float(bounds.group(3))
                 if bounds.group(1) == "log":
-                    _log_axis(ax, "x")
+                    log_axis(ax, "x")
                     ax.set_xlim(low / 1.2, high * 1.2)
                 else:
                     pad = (high - low) * 0.05

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from ..results import CellRecord, Placement, Selection, cell_identity
+from ..results import CellRecord, cell_identity
 from .stats import largest_drop
 
 #: Columns of the cells table (fractions: the report formats them; `results.csv` is `plasticity.frames`).
@@ -33,7 +32,7 @@ def thr_label(threshold: float | str) -> str:
     return f"{float(threshold) * 100:g} %"
 
 
-def _number(value: Any) -> float:
+def as_number(value: Any) -> float:
     """A JSON number or null as a float (null, bools and junk become NaN)."""
     if isinstance(value, bool) or value is None:
         return math.nan
@@ -50,7 +49,7 @@ def _by_threshold(mapping: Any) -> dict[str, float]:
     out = {}
     for key, value in mapping.items():
         try:
-            out[thr_key(key)] = _number(value)
+            out[thr_key(key)] = as_number(value)
         except ValueError:
             continue
     return out
@@ -73,7 +72,7 @@ def cell_row(cell: CellRecord) -> dict[str, Any]:
     task, variant, seed = cell_identity(cell)
     # An interrupted cell has no final line: its progress comes from the last evaluation.
     last = cell.final or (cell.evals[-1] if cell.evals else {})
-    curve = [_number(e.get("val_accuracy")) for e in cell.evals]
+    curve = [as_number(e.get("val_accuracy")) for e in cell.evals]
     finite = [v for v in curve if math.isfinite(v)]
     row: dict[str, Any] = {
         "task": task,
@@ -82,14 +81,14 @@ def cell_row(cell: CellRecord) -> dict[str, Any]:
         "variant": variant,
         "seed": seed,
         "status": cell.status,
-        "updates": _number(last.get("updates")),
-        "examples": _number(last.get("examples")),
-        "train_seconds": _number(last.get("train_seconds")),
-        "val_accuracy": _number(last.get("val_accuracy")),
-        "test_accuracy": _number(last.get("test_accuracy")),
+        "updates": as_number(last.get("updates")),
+        "examples": as_number(last.get("examples")),
+        "train_seconds": as_number(last.get("train_seconds")),
+        "val_accuracy": as_number(last.get("val_accuracy")),
+        "test_accuracy": as_number(last.get("test_accuracy")),
         "best_val_accuracy": max(finite) if finite else math.nan,
         "largest_drop": largest_drop(curve) if finite else math.nan,
-        "wall_seconds": _number((cell.final or {}).get("wall_seconds")),
+        "wall_seconds": as_number((cell.final or {}).get("wall_seconds")),
         "message": str((cell.final or {}).get("message") or ""),
         "cell_id": str(cell.header.get("cell_id", "")),
         "file": cell.path.name,
@@ -112,11 +111,11 @@ def _load_fields(cell: CellRecord) -> dict[str, float]:
     (NaN when the cell did not record them: older runs, or an OS without load averages)."""
     def load1(entry: Any) -> float:
         values = entry.get("load_avg") if isinstance(entry, dict) else None
-        return _number(values[0]) if isinstance(values, list) and values else math.nan
+        return as_number(values[0]) if isinstance(values, list) and values else math.nan
 
     start = cell.header.get("load_start")
     end = (cell.final or {}).get("load_end")
-    cpus = next((_number(e.get("cpus")) for e in (start, end) if isinstance(e, dict) and e.get("cpus")), math.nan)
+    cpus = next((as_number(e.get("cpus")) for e in (start, end) if isinstance(e, dict) and e.get("cpus")), math.nan)
     return {"load_start": load1(start), "load_end": load1(end), "cpus": cpus}
 
 
@@ -196,7 +195,7 @@ def curves_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
             rows.append({
                 "task": ident["task"], "variant": ident["variant"], "seed": ident["seed"],
                 "cell_id": ident["cell_id"], "status": ident["status"],
-                **{k: _number(ev.get(k)) for k in (
+                **{k: as_number(ev.get(k)) for k in (
                     "updates", "epoch", "examples", "train_seconds", "train_loss",
                     "val_accuracy", "val_loss", "test_accuracy")},
             })
@@ -224,12 +223,12 @@ def per_layer_frame(cells: Iterable[CellRecord], field: str) -> pd.DataFrame:
                 continue
             ident = ident or cell_row(cell)
             for key, value in values.items():
-                number = _number(value)
+                number = as_number(value)
                 if not math.isfinite(number):
                     continue
                 layer, metric = split_metric_key(str(key))
                 rows.append({"task": ident["task"], "variant": ident["variant"], "seed": ident["seed"],
-                             "status": ident["status"], "updates": _number(ev.get("updates")),
+                             "status": ident["status"], "updates": as_number(ev.get("updates")),
                              "layer": layer, "metric": metric, "value": number})
     return pd.DataFrame(rows, columns=["task", "variant", "seed", "status", "updates", "layer",
                                        "metric", "value"])
@@ -287,18 +286,3 @@ def grid_groups(task_cells: pd.DataFrame) -> list[GridGroup]:
             if dims and psub["variant"].nunique() >= 2:
                 groups.append(GridGroup(title, dims, psub))
     return groups
-
-
-def write_results_csv(cells: Iterable[CellRecord | Placement] | Selection, path: Path) -> Path:
-    """Write `results.csv`: one row per finished or errored cell of the suite (interrupted cells
-    and files outside the suite are not results), with the columns of `plasticity.load_results`
-    (accuracies in percent, the full configuration; see `plasticity.frames`)."""
-    from ..frames import results_table  # frames builds on this module's rows
-
-    out = results_table(cells)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path

@@ -4,7 +4,9 @@ space.py validates the `[search]` table; objective.py trains and scores one tria
 data only); study.py runs the studies (resumable, parallel, one storage) and builds the final
 stage; the report's search section is plasticity/report/search.py.
 """
-from .space import SearchSpec, parse_search
-from .study import final_suite, open_storage, run_search
+from ..search_space import SearchSpec, parse_search
+from .export import final_suite
+from .storage import open_storage
+from .study import run_search
 
 __all__ = ["SearchSpec", "final_suite", "open_storage", "parse_search", "run_search"]

@@ -12,6 +12,8 @@ in the file, as in every cell, and nothing in the search looks at it.
 from __future__ import annotations
 
 import math
+import socket
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,11 +21,15 @@ from typing import Any
 
 import torch
 
+from ..cells import Cell
+from ..claims import Claim
 from ..engine import train_cell
+from ..errors import ConfigError, PlasticityError
 from ..fingerprint import fingerprint
 from ..provenance import machine_load
-from ..results import CellWriter
-from ..suite import Cell
+from ..worker import cell_header, work, write_records
+from ..writer import CellWriter
+from .storage import load_optuna, open_storage
 
 #: a trial that never reaches the threshold scores this many times its updates (worse than any that does)
 UNREACHED_PENALTY = 2.0
@@ -74,8 +80,9 @@ def budget_share(line: dict[str, Any], budget: dict[str, Any]) -> float:
 class TrialWriter(CellWriter):
     """A CellWriter that hands every evaluation line, once written, to `on_eval` (which may raise `Pruned`)."""
 
-    def __init__(self, runs_dir: Path, cell_id: str, on_eval: Callable[[list[dict[str, Any]]], None]) -> None:
-        super().__init__(runs_dir, cell_id)
+    def __init__(self, runs_dir: Path, cell_id: str, on_eval: Callable[[list[dict[str, Any]]], None],
+                 claim: Claim | None = None) -> None:
+        super().__init__(runs_dir, cell_id, claim)
         self.on_eval = on_eval
         self.evals: list[dict[str, Any]] = []
 
@@ -87,16 +94,17 @@ class TrialWriter(CellWriter):
 
 
 def run_trial_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance: dict[str, Any],
-                   data_dir: Path | None, on_eval: Callable[[list[dict[str, Any]]], None]) -> dict[str, Any]:
-    """Train `cell` as `engine.run_cell` does, reporting each evaluation to `on_eval`; return the final
+                   data_dir: Path | None, on_eval: Callable[[list[dict[str, Any]]], None],
+                   fp: dict[str, Any] | None = None, claim: Claim | None = None) -> dict[str, Any]:
+    """Train `cell` as `worker.run_cell` does, reporting each evaluation to `on_eval`; return the final
     line. A pruned trial's file is finished with status "pruned"; an exception other than `Pruned`
-    (Ctrl-C included) leaves the `.part` file, which never reads as finished, and propagates."""
-    writer = TrialWriter(runs_dir, cell.cell_id, on_eval)
-    header = {"type": "header", "cell_id": cell.cell_id, "config": cell.config(), "labels": cell.labels,
-              "fingerprint": fingerprint(cell), "provenance": provenance,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_start": machine_load()}
+    (Ctrl-C included) leaves the `.part` file, which never reads as finished, and propagates.
+    `fp`: the cell's fingerprint as the driver computed it (else computed here); `claim`: the cell's
+    claim when the caller holds it (else the writer claims the cell)."""
+    writer = TrialWriter(runs_dir, cell.cell_id, on_eval, claim)
+    header = cell_header(cell, fp if fp is not None and "files" in fp else fingerprint(cell), provenance)
     try:
-        return train_cell(cell, writer, header, device, data_dir)
+        return write_records(train_cell(cell, device, data_dir), writer, header)
     except Pruned as stop:
         last = writer.evals[-1]
         final = {"status": PRUNED, "message": str(stop), "updates": last["updates"],
@@ -114,3 +122,56 @@ def run_trial_cell(cell: Cell, runs_dir: Path, device: torch.device, provenance:
 
 def finite_or(value: float, default: float) -> float:
     return value if math.isfinite(value) else default
+
+
+def pruning_hook(live: Any, objective: str, threshold: float | None, budget: dict[str, Any],
+                 prune_after: float) -> Callable[[list[dict[str, Any]]], None]:
+    """The `on_eval` of a trial: past `prune_after` of its budget, report the running objective to
+    the study (`live`, an Optuna trial) and stop the cell with `Pruned` when the pruner says so."""
+
+    def on_eval(evals: list[dict[str, Any]]) -> None:
+        line = evals[-1]
+        if line["updates"] == 0 or budget_share(line, budget) < prune_after:
+            return
+        live.report(objective_value(objective, evals, threshold), step=int(line["updates"]))
+        if live.should_prune():
+            raise Pruned(int(line["updates"]))
+
+    return on_eval
+
+
+def trial_reporter(trial: Any) -> Callable[[list[dict[str, Any]]], None]:
+    """On a remote worker: the `on_eval` of `trial`, connected to its study through the storage
+    (a node that cannot reach it is a PlasticityError naming the storage; nothing to connect to
+    when the search has no pruner)."""
+    if trial.pruner is None:
+        return lambda evals: None
+    optuna = load_optuna()
+    try:
+        storage = open_storage(trial.storage_url)
+        study = optuna.load_study(study_name=trial.study_name, storage=storage, pruner=trial.pruner,
+                                  sampler=optuna.samplers.RandomSampler())
+    except (ConfigError, KeyError) as exc:
+        raise PlasticityError(f"node {socket.gethostname()} cannot use the search's storage {trial.storage_url} "
+                              f"({' '.join(str(exc).split())[:200]}); its pruner reports from the node: give "
+                              f"--storage a database every node reaches (postgresql://..., mysql://..., or "
+                              f"journal:PATH on a shared file system)") from None
+    live = optuna.trial.Trial(study, trial.trial_id)
+    return pruning_hook(live, trial.objective, trial.threshold, trial.budget, trial.prune_after)
+
+
+def work_trial(cell: Cell, runs_dir: Path, device: torch.device, prov: dict[str, Any], data_dir: Path | None,
+               fp: dict[str, Any], trial: Any, bar: Any = None) -> dict[str, Any]:
+    """A search trial through the one worker function (claim, check, train, write) in this process,
+    reporting each evaluation to the study's pruner through its storage (`trial`: a RemoteTrial).
+    An exception other than a PlasticityError (which stops the search) or Ctrl-C is an `error`
+    outcome, which the driver tells as FAIL."""
+    on_eval = trial_reporter(trial)
+    try:
+        return work(cell, runs_dir, device, prov, data_dir, fp, bar,
+                    lambda folder, claim: run_trial_cell(cell, folder, device, prov, data_dir, on_eval, fp, claim))
+    except PlasticityError:
+        raise
+    except Exception as exc:  # noqa: BLE001  told FAIL by the driver, as a trial that raises in the driver's process
+        return {"status": "error", "message": f"{type(exc).__name__}: {exc}"[:500],
+                "traceback": traceback.format_exc()}

@@ -13,8 +13,9 @@ Trial budget and concurrency. A process asks for a trial under the search's ask 
 (`<out>/search/ask.lock`, a claim of claims.py): it counts the study's trials that are complete,
 pruned or running, asks only while that count is below the study's trials, samples the
 parameters, and takes the trial's own claim (`trial-<digest>-<number>.lock`) before it lets the
-lock go. So processes sharing the storage and the reports folder (`--jobs N` here, or several
-commands) never exceed the budget and never run one trial twice.
+lock go. So processes sharing the storage and the reports folder (several commands, each asking
+for the trials it runs in its own process or on its workers) never exceed the budget and never
+run one trial twice.
 
 Crashes. A trial's process holds its trial claim until it has told the study the outcome; the
 kernel drops the claim when the process dies, even by SIGKILL. Optuna leaves such a trial
@@ -30,233 +31,37 @@ folder) are left to their host's next run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import logging
-import multiprocessing as mp
 import os
-import re
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import registry
-from ..claims import CellHeld, Claim, claim_cell
-from ..errors import ConfigError, PlasticityError
+from ..cells import Cell
+from ..claims import CellHeld, Claim, claim_cell, describe_holder
+from ..errors import PlasticityError
+from ..execution import Execution
 from ..fingerprint import fingerprint
+from ..pool import signals_as_interrupt
 from ..provenance import provenance
-from ..results import FINISHED, MalformedRun, read_cell, recorded_fingerprint, write_json
-from ..suite import Cell, Suite, _label
-from .objective import PRUNED, Pruned, budget_share, objective_value, run_trial_cell
-from .space import Dist, SearchSpec, apply_params, suite_values
+from ..results import FINISHED, finished_cell
+from ..search_space import SearchSpec, suite_values
+from ..suite import Suite
+from ..worker import HELD, work
+from .export import export
+from .objective import PRUNED, objective_value, pruning_hook, run_trial_cell
+from .storage import default_storage, load_optuna, open_storage, search_dir
+from .studies import StudyKey, load_study, pruner_for, sampler_for, study_keys, suggest, trial_cell
 
-if TYPE_CHECKING:
-    from ..executors import Execution
-    from ..executors.remote import RemoteTrial
-
-SEARCH_DIR = "search"
 ASK_LOCK = "ask"
 ASK_POLL_SECONDS = 0.05
 FAIL_LIMIT_MIN = 5  # a study stops after max(this, trials) failed trials: a bug, not bad luck
-ERROR_EXIT = 2  # a search process that stopped on a PlasticityError (its message goes to the parent)
 POLL_SECONDS = 2.0
-
-
-def _optuna():
-    import optuna
-    optuna.logging.set_verbosity(logging.WARNING)
-    return optuna
-
-
-def search_dir(out: Path) -> Path:
-    return Path(out) / SEARCH_DIR
-
-
-def default_storage(out: Path) -> str:
-    return f"sqlite:///{(search_dir(out) / 'study.db').resolve()}"
-
-
-def open_storage(url: str, default_file: Path | None = None) -> Any:
-    """An Optuna storage for `url`, connected and (SQLite) checked now: a URL that cannot be reached or a
-    damaged database file is a ConfigError. `default_file`: the url is the search's own study file, which
-    the user did not name, so an error names the file instead of --storage."""
-    optuna = _optuna()
-    where = f"the search's study file {default_file}" if default_file else f"--storage {url}"
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-            path = Path(url[len("journal:"):])
-            if not path.parent.is_dir():
-                raise FileNotFoundError(f"folder {path.parent} does not exist")
-            return JournalStorage(JournalFileBackend(str(path)))
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs = {"connect_args": {"timeout": 120}}  # several processes write one file
-        elif url.startswith(("postgresql", "mysql")):
-            kwargs = {"connect_args": {"connect_timeout": 15}}
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        storage.get_all_studies()  # a first query: the server answers, the tables exist
-        if url.startswith("sqlite"):
-            _check_sqlite(storage)
-        return storage
-    except Exception as exc:  # noqa: BLE001  any driver's failure to connect is the same error to the user
-        damaged = _damaged(exc)
-        # SQLAlchemy appends the statement and a link to its docs: the driver's reason is enough
-        detail = " ".join(re.split(r"\[SQL:|\(Background on", str(damaged or exc))[0].split())[:300]
-        if damaged:
-            raise ConfigError(f"{where}: the database file is damaged ({detail}); delete it, or move it away, "
-                              f"to restart the search") from None
-        if default_file:
-            raise ConfigError(f"{where}: cannot be opened ({type(exc).__name__}: {detail})") from None
-        raise ConfigError(f"{where}: cannot be reached ({type(exc).__name__}: {detail}); give an "
-                          f"SQLAlchemy URL (sqlite:///path, postgresql://..., mysql://...) or journal:PATH "
-                          f"in an existing folder") from None
-
-
-class _DamagedDatabase(Exception):
-    """SQLite's integrity check found a damaged file."""
-
-
-def _check_sqlite(storage: Any) -> None:
-    """SQLite's quick integrity check: a truncated file can hold an intact studies table (so the first
-    query passes) and fail in the middle of the search, when a trial is read or told."""
-    from sqlalchemy import text
-
-    with storage.engine.connect() as conn:
-        rows = [r[0] for r in conn.execute(text("PRAGMA quick_check"))]
-    if rows != ["ok"]:
-        raise _DamagedDatabase("; ".join(str(r) for r in rows[:3]))
-
-
-def _damaged(exc: BaseException) -> BaseException | None:
-    """The error in `exc`'s chain that says the SQLite file is not a (whole) database, as opposed to one
-    that cannot be opened or is busy (sqlite3 raises those as OperationalError, a subclass); None if none.
-    Optuna wraps some of these in its StorageInternalError, so the chain is searched."""
-    import sqlite3
-
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        orig = getattr(exc, "orig", exc)
-        if isinstance(exc, _DamagedDatabase) or (isinstance(orig, sqlite3.DatabaseError)
-                                                 and not isinstance(orig, sqlite3.OperationalError)):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-@dataclass
-class StudyKey:
-    """One (task, rule) study: its starting cell, trial count and Optuna name."""
-    task: str
-    rule: str
-    base: Cell
-    trials: int
-    name: str
-    digest: str
-
-
-def study_keys(suite: Suite) -> list[StudyKey]:
-    """The suite's studies, in its order of tasks and rules."""
-    spec: SearchSpec = suite.search
-    keys, seen = [], set()
-    for cell in suite.cells:
-        pair = (cell.task.name, cell.rule.name)
-        if pair in seen:
-            continue
-        seen.add(pair)
-        trial_cell = _trial_cell(suite.name, spec, cell, cell.rule, cell.optimizer)
-        fp = fingerprint(trial_cell)
-        decided = {"space": spec.meta()["spaces"].get(cell.rule.name), "objective": spec.objective,
-                   "threshold": spec.threshold, "budget": spec.budget, "sampler": spec.sampler,
-                   "pruner": spec.pruner, "prune_after": spec.prune_after, "seed": spec.seed,
-                   "trial_seed": spec.trial_seed, "trials": spec.trials[cell.rule.name],
-                   "start_from_suite": spec.start_from_suite,
-                   "config": trial_cell.config() | {"suite": None},
-                   "code": {k: v for k, v in fp["parts"].items() if k != "config"}}
-        digest = hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        keys.append(StudyKey(cell.task.name, cell.rule.name, cell, spec.trials[cell.rule.name],
-                             f"{suite.name}/{cell.task.name}/{cell.rule.name}/{digest}", digest))
-    return keys
-
-
-def _sampler(spec: SearchSpec, key: StudyKey, number: int = 0) -> Any:
-    """The study's sampler; tpe and random are seeded per trial (seed + trial number), so that processes
-    sharing a study draw different configurations and one process's draws do not depend on the others'."""
-    optuna = _optuna()
-    seed = (spec.seed + number) % 2**32
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
-        space = spec.spaces[key.rule].flat()
-        return _GridSampler({n: d.grid_points() for n, d in space.items()}, seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, key.trials // 3)))
-
-
-def _grid_sampler_class() -> type:
-    optuna = _optuna()
-
-    class GridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler without its `study.stop()` once the grid is visited: that call is
-        only allowed inside `study.optimize`, and here the study's trial budget ends the search."""
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            pass
-
-    return GridSampler
-
-
-def _GridSampler(search_space: dict[str, list[Any]], seed: int) -> Any:  # noqa: N802  (a class, made lazily)
-    return _grid_sampler_class()(search_space, seed=seed)
-
-
-def _pruner(spec: SearchSpec, key: StudyKey) -> Any:
-    optuna = _optuna()
-    if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, key.trials // 4)))
-    if spec.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.NopPruner()
-
-
-def load_study(storage: Any, spec: SearchSpec, key: StudyKey) -> Any:
-    return _optuna().create_study(storage=storage, study_name=key.name, direction=spec.direction,
-                                  sampler=_sampler(spec, key), pruner=_pruner(spec, key), load_if_exists=True)
-
-
-def _suggest(trial: Any, name: str, dist: Dist) -> Any:
-    if dist.kind == "log":
-        return trial.suggest_float(name, *dist.values, log=True)
-    if dist.kind == "uniform":
-        return trial.suggest_float(name, *dist.values)
-    if dist.kind == "int":
-        return trial.suggest_int(name, *dist.values)
-    return trial.suggest_categorical(name, list(dist.values))
-
-
-def _trial_cell(suite_name: str, spec: SearchSpec, base: Cell, rule: Any, optimizer: Any) -> Cell:
-    """`base` with this rule and optimizer, trained with the trial seed, budget and evaluation."""
-    return Cell(suite_name, base.task, rule, optimizer, spec.trial_seed, spec.budget,
-                {**base.evaluation, **spec.evaluation}, base.dtype)
-
-
-def trial_cell(suite_name: str, spec: SearchSpec, key: StudyKey, params: dict[str, Any]) -> Cell:
-    """The cell a trial trains: the starting cell with `params` set, the trial budget and seed."""
-    rule, optimizer = apply_params(key.base, params, f"trial of rule '{key.rule}'")
-    cell = _trial_cell(suite_name, spec, key.base, rule, optimizer)
-    shown = ", ".join(f"{n.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{n.split('.', 1)[1]}={v}"
-                      for n, v in params.items())
-    cell.labels = {"variant": f"{key.rule} trial ({shown})", "rule": key.rule, "optimizer": optimizer.name,
-                   "grid": {}}
-    return cell
 
 
 @contextlib.contextmanager
@@ -278,25 +83,21 @@ def _trial_lock(key: StudyKey, number: int) -> str:
     return f"trial-{key.digest}-{number}"
 
 
-def _finished_value(runs_dir: Path, cell: Cell | None, spec: SearchSpec) -> tuple[float, dict] | None:
-    """The objective of a trial cell's finished (complete or diverged) file, when it has the cell's fingerprint."""
+def _finished_value(runs_dir: Path, cell: Cell | None, spec: SearchSpec,
+                    fp: dict[str, Any] | None = None) -> tuple[float, dict] | None:
+    """The objective of a trial cell's file when it is finished with the cell's fingerprint (`fp`,
+    computed here when not given): the one check of the results store (`finished_cell`)."""
     if cell is None:
         return None
-    path = runs_dir / f"{cell.cell_id}.jsonl"
-    try:
-        rec = read_cell(path) if path.exists() else None
-    except MalformedRun:
-        return None
-    if rec is None or rec.status not in FINISHED or not rec.evals:
-        return None
-    if recorded_fingerprint(rec) != fingerprint(cell)["hash"]:
-        return None  # ran with other code: stale, run again
+    rec = finished_cell(runs_dir, cell.cell_id, (fp or fingerprint(cell))["hash"])
+    if rec is None:
+        return None  # none, damaged, pruned or stale (ran with other code): run again
     return objective_value(spec.objective, rec.evals, spec.threshold), rec.final or {}
 
 
 def sweep_dead_trials(study: Any, key: StudyKey, ctx: Context) -> int:
     """Close this host's RUNNING trials whose process is gone (call under the ask lock); return how many."""
-    optuna = _optuna()
+    optuna = load_optuna()
     host = socket.gethostname()
     folder, runs_dir, spec = ctx.folder, ctx.runs_dir, ctx.suite.search
     closed = 0
@@ -356,7 +157,7 @@ class Context:
 
 def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | None:
     """Under the ask lock: sweep, count, ask and sample, claim; None when the study's budget is spent."""
-    optuna = _optuna()
+    optuna = load_optuna()
     states = optuna.trial.TrialState
     spec: SearchSpec = ctx.suite.search
     with _ask_lock(ctx.folder):
@@ -377,9 +178,9 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
                 study.enqueue_trial(own, user_attrs={"suite_setting": True})
         trial = study.ask()
         if spec.sampler != "grid":  # the grid sampler picks its point in ask(), among the unvisited ones
-            study.sampler = _sampler(spec, key, trial.number)
+            study.sampler = sampler_for(spec, key, trial.number)
         for name, dist in spec.spaces[key.rule].flat().items():
-            _suggest(trial, name, dist)
+            suggest(trial, name, dist)
         claim = claim_cell(ctx.folder, _trial_lock(key, trial.number))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -389,50 +190,15 @@ def _next_trial(study: Any, key: StudyKey, ctx: Context) -> tuple[Any, Claim] | 
 def _suite_setting_done(trials: list[Any]) -> bool:
     """Whether a study's trial of the suite's own setting has a result (complete or pruned), runs, or
     waits to be asked (enqueued by a process that died before its ask)."""
-    states = _optuna().trial.TrialState
+    states = load_optuna().trial.TrialState
     return any(t.user_attrs.get("suite_setting") and t.state != states.FAIL for t in trials)
 
 
-def pruning_hook(live: Any, objective: str, threshold: float | None, budget: dict[str, Any],
-                 prune_after: float) -> Callable[[list[dict[str, Any]]], None]:
-    """The `on_eval` of a trial: past `prune_after` of its budget, report the running objective to
-    the study (`live`, an Optuna trial) and stop the cell with `Pruned` when the pruner says so."""
-
-    def on_eval(evals: list[dict[str, Any]]) -> None:
-        line = evals[-1]
-        if line["updates"] == 0 or budget_share(line, budget) < prune_after:
-            return
-        live.report(objective_value(objective, evals, threshold), step=int(line["updates"]))
-        if live.should_prune():
-            raise Pruned(int(line["updates"]))
-
-    return on_eval
-
-
-def trial_reporter(trial: RemoteTrial) -> Callable[[list[dict[str, Any]]], None]:
-    """On a remote worker: the `on_eval` of `trial`, connected to its study through the storage
-    (a node that cannot reach it is a PlasticityError naming the storage; nothing to connect to
-    when the search has no pruner)."""
-    if trial.pruner is None:
-        return lambda evals: None
-    optuna = _optuna()
-    try:
-        storage = open_storage(trial.storage_url)
-        study = optuna.load_study(study_name=trial.study_name, storage=storage, pruner=trial.pruner,
-                                  sampler=optuna.samplers.RandomSampler())
-    except (ConfigError, KeyError) as exc:
-        raise PlasticityError(f"node {socket.gethostname()} cannot use the search's storage {trial.storage_url} "
-                              f"({' '.join(str(exc).split())[:200]}); its pruner reports from the node: give "
-                              f"--storage a database every node reaches (postgresql://..., mysql://..., or "
-                              f"journal:PATH on a shared file system)") from None
-    live = optuna.trial.Trial(study, trial.trial_id)
-    return pruning_hook(live, trial.objective, trial.threshold, trial.budget, trial.prune_after)
-
-
-def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> Cell | str:
-    """The cell `trial` trains, or the state it was told at once: "fail" for a combination the
-    rule refuses, "complete" when the same configuration finished before (no new compute)."""
-    states = _optuna().trial.TrialState
+def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> tuple[Cell, dict[str, Any]] | str:
+    """The cell `trial` trains with its fingerprint (computed once, here), or the state it was told
+    at once: "fail" for a combination the rule refuses, "complete" when the same configuration
+    finished before (no new compute)."""
+    states = load_optuna().trial.TrialState
     spec: SearchSpec = ctx.suite.search
     try:
         cell = trial_cell(ctx.suite.name, spec, key, dict(trial.params))
@@ -441,20 +207,21 @@ def _prepare_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> Cell 
         study.tell(trial, state=states.FAIL)
         return "fail"
     trial.set_user_attr("cell_id", cell.cell_id)
-    done = _finished_value(ctx.runs_dir, cell, spec)
-    if done is not None and (done[1].get("status") in FINISHED):
+    fp = fingerprint(cell)
+    done = _finished_value(ctx.runs_dir, cell, spec, fp)
+    if done is not None:
         value, final = done
         for k, v in _final_attrs(final).items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("reused", True)
         study.tell(trial, value)
         return "complete"
-    return cell
+    return cell, fp
 
 
 def _tell_final(study: Any, trial: Any, final: dict[str, Any], value: float | None) -> str:
     """Tell the study how a trial's cell ended: pruned, complete with `value`, or failed."""
-    states = _optuna().trial.TrialState
+    states = load_optuna().trial.TrialState
     for k, v in _final_attrs(final).items():
         trial.set_user_attr(k, v)
     if final["status"] == PRUNED:
@@ -470,11 +237,12 @@ def _tell_final(study: Any, trial: Any, final: dict[str, Any], value: float | No
 
 def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
     """Train one trial's cell here (or read it when already finished) and tell the study; return the state."""
-    states = _optuna().trial.TrialState
+    states = load_optuna().trial.TrialState
     spec: SearchSpec = ctx.suite.search
-    cell = _prepare_trial(study, trial, key, ctx)
-    if isinstance(cell, str):
-        return cell
+    prepared = _prepare_trial(study, trial, key, ctx)
+    if isinstance(prepared, str):
+        return prepared
+    cell, fp = prepared
     seen: list[list[dict[str, Any]]] = []
     hook = pruning_hook(trial, spec.objective, spec.threshold, spec.budget, spec.prune_after)
 
@@ -483,12 +251,10 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
             seen.append(evals)
         hook(evals)
 
-    try:
-        final = run_trial_cell(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, record)
-    except CellHeld as held:
-        trial.set_user_attr("message", str(held))
-        study.tell(trial, state=states.FAIL)
-        return "fail"
+    try:  # the one worker function: claim, check, train and write under that claim
+        final = work(cell, ctx.runs_dir, ctx.device, ctx.prov, ctx.data_dir, fp, None,
+                     lambda folder, claim: run_trial_cell(cell, folder, ctx.device, ctx.prov, ctx.data_dir, record,
+                                                          fp, claim))
     except BaseException as exc:
         # Ctrl-C, SIGTERM or an error: the trial is cut short, told FAIL; its .part file stays unfinished
         with contextlib.suppress(Exception):
@@ -497,7 +263,17 @@ def _run_trial(study: Any, trial: Any, key: StudyKey, ctx: Context) -> str:
         if isinstance(exc, Exception) and not isinstance(exc, PlasticityError):
             return "fail"
         raise
-    value = objective_value(spec.objective, seen[0], spec.threshold) if final["status"] != PRUNED else None
+    if final["status"] == HELD:
+        trial.set_user_attr("message", f"cell {cell.cell_id} is being run by {describe_holder(final.get('holder'))}")
+        study.tell(trial, state=states.FAIL)
+        return "fail"
+    if final["status"] == PRUNED:
+        value = None
+    elif seen:
+        value = objective_value(spec.objective, seen[0], spec.threshold)
+    else:  # another run finished it meanwhile: its file says the value
+        done = _finished_value(ctx.runs_dir, cell, spec, fp)
+        value = done[0] if done else None
     return _tell_final(study, trial, final, value)
 
 
@@ -519,25 +295,8 @@ def _worker(ctx: Context, on_trial: Callable[[], None] | None = None) -> None:
                 on_trial()
 
 
-def _process_main(ctx: Context, plugin_dirs: list[Path], threads: int, parent_pid: int, errors: Any) -> None:
-    """A search process: run trials; a PlasticityError goes back to the parent through `errors` (which
-    prints it as the one-line error of a single process) instead of a traceback here."""
-    from ..runner import _die_with_parent, signals_as_interrupt
-    _die_with_parent(parent_pid)
-    try:
-        torch.set_num_threads(threads)
-        registry.load_plugins(plugin_dirs)
-        with signals_as_interrupt():
-            _worker(ctx)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except PlasticityError as exc:
-        errors.put(str(exc))
-        sys.exit(ERROR_EXIT)
-
-
 def _done_count(storage: Any, spec: SearchSpec, keys: list[StudyKey]) -> int:
-    optuna = _optuna()
+    optuna = load_optuna()
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     total = 0
     for key in keys:
@@ -551,13 +310,11 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
                execution: Execution | None = None) -> dict[str, Any]:
     """Run (or resume) every study of the suite's search; write and return `search.json`.
 
-    Locally (the default), `jobs` processes each ask, train and tell. With a Ray or Slurm
-    `execution`, this process asks and tells, and the trials' cells run on the executor's
-    workers, at most `jobs` at once (default: as many as the executor runs at once); each worker
-    reports to the pruner through the storage, which every node must reach.
+    With one job, this process asks, trains and tells. Otherwise this process asks and tells, and
+    the trials' cells run on an executor's workers: the local pool (`jobs` worker processes), or
+    Ray or Slurm (`execution`; at most `jobs` at once, default as many as the executor runs at
+    once). Each worker reports to the pruner through the storage, which every node must reach.
     """
-    from ..runner import signals_as_interrupt
-
     remote = execution is not None and execution.executor != "local"
     out = Path(out)
     storage = open_storage(storage_url) if storage_url else None  # checked before anything runs or is written
@@ -586,13 +343,13 @@ def run_search(suite: Suite, out: Path, storage_url: str | None = None, device: 
     started = time.perf_counter()
     try:
         with signals_as_interrupt():
+            sync = lambda: _sync_bar(bar, storage, suite.search, keys)  # noqa: E731
             if remote:
-                _run_remote(ctx, storage, keys, execution, device_name, jobs,
-                            lambda: _sync_bar(bar, storage, suite.search, keys))
+                _run_on_executor(ctx, storage, keys, execution, device_name, jobs, sync)
             elif local_jobs <= 1:
-                _worker(ctx, lambda: _sync_bar(bar, storage, suite.search, keys))
-            else:
-                _run_processes(ctx, local_jobs, bar, storage, keys)
+                _worker(ctx, sync)
+            else:  # the trials on the one pool of worker processes; this process asks and tells
+                _run_on_executor(ctx, storage, keys, Execution(), device_name, local_jobs, sync)
     finally:
         bar.close()
     wall = time.perf_counter() - started
@@ -605,49 +362,16 @@ def _sync_bar(bar: tqdm, storage: Any, spec: SearchSpec, keys: list[StudyKey]) -
     bar.refresh()
 
 
-def _run_processes(ctx: Context, jobs: int, bar: tqdm, storage: Any, keys: list[StudyKey]) -> None:
-    """`jobs` search processes until every study has its trials; the first PlasticityError of one
-    stops the others and is raised here."""
-    mp_ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    errors = mp_ctx.SimpleQueue()
-    procs = [mp_ctx.Process(target=_process_main, args=(ctx, list(ctx.suite.plugins), threads, os.getpid(), errors),
-                            name=f"plasticity-search-{i}") for i in range(jobs)]
-    for p in procs:
-        p.start()
-    try:
-        while any(p.is_alive() for p in procs):
-            for p in procs:
-                p.join(timeout=POLL_SECONDS / len(procs))
-            _sync_bar(bar, storage, ctx.suite.search, keys)
-            if not errors.empty():
-                raise PlasticityError(errors.get())  # the others are stopped below, as on Ctrl-C
-        if not errors.empty():
-            raise PlasticityError(errors.get())
-    except BaseException:
-        for p in procs:
-            p.terminate()  # SIGTERM: each tells its trial FAIL and exits
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-        raise
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        raise PlasticityError(f"{len(bad)} search process{'es' if len(bad) > 1 else ''} ended with exit code "
-                              f"{bad[0]}; finished trials are kept: run the same command again to resume")
-
-
-def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Execution, device_name: str,
+def _run_on_executor(ctx: Context, storage: Any, keys: list[StudyKey], execution: Execution, device_name: str,
                 jobs: int | None, on_trial: Callable[[], None]) -> None:
-    """Trials through a Ray or Slurm executor: ask (under the ask lock, as a local process does),
-    send the trial's cell with its `RemoteTrial`, and tell each outcome as it comes back. This
-    process holds each trial's claim until it has told the study, so a driver killed mid-search
-    leaves its trials to the next run's sweep, as a local process does."""
+    """Trials through an executor (the local pool, Ray or Slurm): ask (under the ask lock, as a
+    search in one process does), send the trial's cell with its `RemoteTrial`, and tell each
+    outcome as it comes back. This process holds each trial's claim until it has told the study,
+    so a driver killed mid-search leaves its trials to the next run's sweep."""
     from ..executors import CellContext, open_executor
     from ..executors.remote import RemoteTrial
 
-    optuna = _optuna()
+    optuna = load_optuna()
     spec: SearchSpec = ctx.suite.search
     cell_ctx = CellContext(ctx.runs_dir, device_name, ctx.prov, ctx.data_dir, list(ctx.suite.plugins), {}, show=False)
     ctx.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -656,11 +380,12 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
 
     def tell(cell: Cell, outcome: dict[str, Any]) -> None:
         study, trial, claim = flying.pop(id(cell))
+        fp = cell_ctx.manifest.pop(cell.cell_id, None)
         try:
             if outcome.get("node"):
                 trial.set_user_attr("node", outcome["node"])
             if outcome["status"] in FINISHED:
-                done = _finished_value(ctx.runs_dir, cell, spec)
+                done = _finished_value(ctx.runs_dir, cell, spec, fp)
                 _tell_final(study, trial, outcome, done[0] if done else None)
             else:  # pruned, error, held
                 held = f"held by {outcome.get('holder')}" if outcome.get("holder") else None
@@ -673,7 +398,7 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
     try:
         for key in keys:
             study = load_study(storage, spec, key)
-            pruner = None if spec.pruner == "none" else _pruner(spec, key)
+            pruner = None if spec.pruner == "none" else pruner_for(spec, key)
             while True:
                 if executor.in_flight >= executor.slots:
                     for cell, outcome in executor.wait():
@@ -684,15 +409,15 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
                     break
                 trial, claim = nxt
                 try:
-                    cell = _prepare_trial(study, trial, key, ctx)
+                    prepared = _prepare_trial(study, trial, key, ctx)
                 except BaseException:
                     claim.release()
                     raise
-                if isinstance(cell, str):
+                if isinstance(prepared, str):
                     claim.release()
                     on_trial()
                     continue
-                cell_ctx.manifest[cell.cell_id] = fingerprint(cell)
+                cell, cell_ctx.manifest[cell.cell_id] = prepared
                 flying[id(cell)] = (study, trial, claim)
                 executor.submit(cell, trial=RemoteTrial(ctx.storage_url, key.name, trial._trial_id, spec.objective,
                                                         spec.threshold, dict(spec.budget), spec.prune_after, pruner))
@@ -709,89 +434,3 @@ def _run_remote(ctx: Context, storage: Any, keys: list[StudyKey], execution: Exe
         raise
     finally:
         executor.close()
-
-
-# ---- export and the final stage ----------------------------------------------------------------
-
-def _importances(study: Any) -> dict[str, float] | None:
-    """fANOVA importance of each parameter (None below three complete trials or when it cannot be fitted)."""
-    optuna = _optuna()
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 3:
-        return None
-    try:
-        return dict(optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
-    except (RuntimeError, ValueError, ZeroDivisionError):
-        return None
-
-
-def export(storage: Any, suite: Suite, keys: list[StudyKey], out: Path, wall_seconds: float | None = None,
-           jobs: int = 1) -> dict[str, Any]:
-    """Write `<out>/search/search.json`: the search table, and per study its trials, best and importances."""
-    studies = []
-    for key in keys:
-        study = load_study(storage, suite.search, key)
-        trials = []
-        for t in study.get_trials(deepcopy=False):
-            trials.append({
-                "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                "cell_id": t.user_attrs.get("cell_id"), "status": t.user_attrs.get("status"),
-                "updates": t.user_attrs.get("updates"), "train_seconds": t.user_attrs.get("train_seconds"),
-                "reused": bool(t.user_attrs.get("reused")), "message": t.user_attrs.get("message"),
-                "suite_setting": bool(t.user_attrs.get("suite_setting")),
-                "host": t.user_attrs.get("host"), "pid": t.user_attrs.get("pid"),
-                "started": t.datetime_start.isoformat() if t.datetime_start else None,
-                "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
-                "duration": t.duration.total_seconds() if t.duration else None})
-        try:
-            best = study.best_trial
-            best_entry = {"number": best.number, "value": best.value, "params": best.params}
-        except ValueError:
-            best_entry = None
-        studies.append({"task": key.task, "rule": key.rule, "study": key.name, "trials_planned": key.trials,
-                        "base": key.base.config(), "best": best_entry, "importance": _importances(study),
-                        "trials": trials})
-    summary = {"spec": suite.search.meta(), "storage": _redacted(out, key_url(storage)), "studies": studies,
-               "last_wall_seconds": wall_seconds, "last_jobs": jobs,
-               "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(search_dir(out) / "search.json", summary)
-    return summary
-
-
-def key_url(storage: Any) -> str:
-    engine = getattr(storage, "engine", None)
-    return str(engine.url) if engine is not None else type(storage).__name__
-
-
-def _redacted(out: Path, url: str) -> str:
-    """The storage as the report shows it: no password."""
-    from urllib.parse import urlsplit
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password:
-        url = url.replace(f":{parts.password}@", ":***@")
-    return url
-
-
-def final_suite(suite: Suite, summary: dict[str, Any]) -> Suite:
-    """The final stage: each (task, rule)'s best configuration on `final_seeds` with the final budget."""
-    spec: SearchSpec = suite.search
-    best = {(s["task"], s["rule"]): s["best"] for s in summary["studies"]}
-    cells, missing = [], []
-    for key in study_keys(suite):
-        entry = best.get((key.task, key.rule))
-        if not entry:
-            missing.append(f"{key.task}/{key.rule}")
-            continue
-        rule, optimizer = apply_params(key.base, entry["params"], f"best trial of rule '{key.rule}'")
-        for seed in spec.final_seeds:
-            cells.append(Cell(suite.name, key.base.task, rule, optimizer, seed, key.base.budget,
-                              key.base.evaluation, key.base.dtype))
-    if missing:
-        print(f"plasticity: warning: no trial completed for {', '.join(missing)}: left out of the final stage",
-              file=sys.stderr)
-    _label(cells)
-    return replace(suite, cells=cells)

@@ -41,9 +41,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import registry
-from ..errors import ConfigError, closest
-from ..params import as_dict, fields, make_params, shown
+from . import registry
+from .cells import BUDGET_KEYS, MAX_CELLS, NO_OPTIMIZER, SCHEDULES, SEED_MAX, Component, checked_budget, checked_seeds
+from .checks import check_keys, choice, whole
+from .errors import ConfigError, closest
+from .params import as_dict, fields, make_params, shown
+from .points import check_points, checked_evaluation, needs_update_budget
 
 OBJECTIVES = {"val_accuracy": "maximize", "val_auc": "maximize", "updates_to_threshold": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
@@ -147,19 +150,6 @@ class SearchSpec:
                 "spaces": {r: {k: d.describe() for k, d in s.flat().items()} for r, s in self.spaces.items()}}
 
 
-def _choice(value: Any, choices: tuple[str, ...], where: str, key: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        text = shown(value) if isinstance(value, str) else repr(value)
-        raise ConfigError(f"{where}: {key} {text} is not one of {', '.join(choices)}{closest(str(value), choices)}")
-    return value
-
-
-def _whole(value: Any, where: str, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"{where}: expected a whole number in {low}..{high:,}, got {value!r}")
-    return value
-
-
 _NONE = object()
 
 
@@ -232,24 +222,13 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any],
                  max_cells: int | None = None) -> SearchSpec:
     """Validate `[search]` against the suite's (task, rule) base cells (one setting each); the final
     stage (each pair's best on every final seed) may hold at most `max_cells` cells, the suite's limit."""
-    from ..suite import (
-        BUDGET_KEYS,
-        MAX_CELLS,
-        NO_OPTIMIZER,
-        SCHEDULES,
-        _budget,
-        _check_keys,
-        check_points,
-        checked_evaluation,
-    )
-
     max_cells = MAX_CELLS if max_cells is None else max_cells
 
     where = f"{where}: [search]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    _check_keys(table, SEARCH_KEYS, where)
-    objective = _choice(table.get("objective", "val_accuracy"), tuple(OBJECTIVES), where, "objective")
+    check_keys(table, SEARCH_KEYS, where)
+    objective = choice(table.get("objective", "val_accuracy"), tuple(OBJECTIVES), f"{where} objective")
     threshold = table.get("threshold")
     if objective == "updates_to_threshold":
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
@@ -259,21 +238,21 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any],
     elif threshold is not None:
         raise ConfigError(f"{where}: threshold is read only by objective updates_to_threshold (objective is "
                           f"{objective})")
-    trials = _whole(table.get("trials", 20), f"{where}: trials", 1, MAX_TRIALS)
-    sampler = _choice(table.get("sampler", "tpe"), SAMPLERS, where, "sampler")
-    pruner = _choice(table.get("pruner", "median"), PRUNERS, where, "pruner")
+    trials = whole(table.get("trials", 20), f"{where}: trials", 1, MAX_TRIALS)
+    sampler = choice(table.get("sampler", "tpe"), SAMPLERS, f"{where} sampler")
+    pruner = choice(table.get("pruner", "median"), PRUNERS, f"{where} pruner")
     prune_after = table.get("prune_after", 0.2)
     if not isinstance(prune_after, (int, float)) or isinstance(prune_after, bool) or not 0 <= prune_after < 1:
         raise ConfigError(f"{where}: prune_after must be a share of the trial budget in [0, 1), got {prune_after!r}")
-    seed = _whole(table.get("seed", 0), f"{where}: seed", 0, 2**32 - 1)
+    seed = whole(table.get("seed", 0), f"{where}: seed", 0, 2**32 - 1)
     start_from_suite = table.get("start_from_suite", True)
     if not isinstance(start_from_suite, bool):
         raise ConfigError(f"{where}: start_from_suite must be true or false, got {start_from_suite!r}")
-    trial_seed = _whole(table.get("trial_seed", 0), f"{where}: trial_seed", 0, 2**32 - 2)
+    trial_seed = whole(table.get("trial_seed", 0), f"{where}: trial_seed", 0, 2**32 - 2)
     if "budget" not in table:
         raise ConfigError(f"{where}: budget is required: the per-trial budget, e.g. budget = {{ epochs = 2 }} "
                           f"(the suite's [budget] is the final stage's)")
-    budget = _budget(table["budget"], f"{where}.budget")
+    budget = checked_budget(table["budget"], f"{where}.budget")
     if not budget:
         # as the suite's [budget]: a trial without a limit would train until killed
         raise ConfigError(f"{where}.budget: {table['budget']!r} sets no limit; give updates, epochs or seconds, "
@@ -283,11 +262,11 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any],
                                max_cells, where)
     evaluation = {**TRIAL_EVALUATION, **checked_evaluation(table.get("evaluation", {}), f"{where}.evaluation")}
     check_points(evaluation, budget, f"{where}.evaluation")
-    seconds_only = budget["updates"] is None and budget["epochs"] is None
     for cell in base_cells.values():
         # a trial evaluates with the suite's [evaluation] under the search's own keys, so its points too
-        points = {**cell.evaluation, **evaluation}.get("points")
-        if points and seconds_only:
+        inherited = {**cell.evaluation, **evaluation}
+        if needs_update_budget(inherited, budget):
+            points = inherited["points"]
             raise ConfigError(f"{where}.budget: trials inherit the suite's [evaluation] points = {points}, spaced "
                               f"evenly over the update budget, but the trial budget (seconds = {budget['seconds']}) "
                               f"is in seconds only; give the trial budget updates or epochs")
@@ -306,7 +285,7 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any],
             raise ConfigError(f"{where}: trials_per_rule: rule {shown(name)} is not in the suite's rules: "
                               f"{', '.join(rules)}{closest(name, list(rules))}")
         _once(named, rule, name, f"{where}: trials_per_rule")
-        trial_counts[rule] = _whole(n, f"{where}: trials_per_rule.{name}", 1, MAX_TRIALS)
+        trial_counts[rule] = whole(n, f"{where}: trials_per_rule.{name}", 1, MAX_TRIALS)
 
     shared_opt = table.get("optimizer", {})
     if not isinstance(shared_opt, dict):
@@ -326,7 +305,7 @@ def parse_search(table: Any, where: str, base_cells: dict[tuple[str, str], Any],
         _once(named, rule, name, f"{where}.space")
         if not isinstance(entry, dict):
             raise ConfigError(f"{s_where}: expected a table with rule = {{...}} and/or optimizer = {{...}}")
-        _check_keys(entry, SPACE_KEYS, s_where)
+        check_keys(entry, SPACE_KEYS, s_where)
         for key in SPACE_KEYS:
             if not isinstance(entry.get(key, {}), dict):
                 raise ConfigError(f"{s_where}.{key}: expected a table of parameter distributions")
@@ -381,9 +360,8 @@ def _once(named: dict[str, str], rule: str, name: str, where: str) -> None:
 def _final_seeds(raw: Any, trial_seed: int, pairs: int, max_cells: int, where: str) -> list[int]:
     """The final stage's seeds: a count (trial_seed + 1, ...) or a list, each at most the largest seed,
     none the trial seed, and the final stage (`pairs` (task, rule) pairs x the seeds) at most `max_cells`."""
-    from ..suite import SEED_MAX, _seeds
 
-    final = _seeds(raw, f"{where}.final_seeds")  # a count stays a range until its size is checked
+    final = checked_seeds(raw, f"{where}.final_seeds")  # a count stays a range until its size is checked
     given = f"final_seeds = {raw:,}" if isinstance(raw, int) else f"final_seeds lists {len(final):,} seeds"
     if len(final) > MAX_FINAL_SEEDS:
         raise ConfigError(f"{where}: {given}: give a count in 1..{MAX_FINAL_SEEDS:,} or a list of at most "
@@ -426,7 +404,6 @@ def apply_params(cell: Any, values: dict[str, Any], where: str = "trial") -> tup
     Values pass through the component's `Params` so a trial's configuration (and so its cell id)
     is exactly what the same values written in a suite file would give.
     """
-    from ..suite import Component
 
     rule_vals = {k[5:]: v for k, v in values.items() if k.startswith("rule.")}
     opt_vals = {k[10:]: v for k, v in values.items() if k.startswith("optimizer.")}
