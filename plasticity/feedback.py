@@ -136,6 +136,17 @@ def direct_shape(layer: nn.Module, n_out: int) -> tuple[int, ...]:
     return (w.shape[1], n_out) if isinstance(layer, nn.Linear) else (n_out, *w.shape[1:])
 
 
+def direct_random_feedback(layers: list[nn.Module], feedback_scale: float,
+                           generator: torch.Generator) -> list[torch.Tensor | None]:
+    """Fixed random direct feedback from the network's outputs to every layer's input but the
+    first (DFA's and DRTP's B): entry l is N(0, s²) shaped `direct_shape`, with s the std of layer
+    l's weights × `feedback_scale`; entry 0 is None (the input needs no error)."""
+    n_out = layers[-1].weight.shape[0]
+    return [None] + [random_feedback(direct_shape(layer, n_out), float(layer.weight.detach().std()) * feedback_scale,
+                                     layer.weight, generator)
+                     for layer in layers[1:]]
+
+
 class OutputError:
     """Holds e = ∂ℓ/∂y of the network's output during a backward pass (for direct feedback)."""
     e: torch.Tensor | None = None

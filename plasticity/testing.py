@@ -78,7 +78,8 @@ def _snapshot(net: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in net.parameters()]
 
 
-def _train(rule: LearningRule, train: Split, updates: int, batch: int = 32, seed: int = 0) -> None:
+def _train(rule: LearningRule, train: Split, updates: int, batch: int = 32, seed: int = 0,
+           after_update: Callable[[], None] | None = None) -> None:
     g = torch.Generator().manual_seed(seed)
     done = 0
     while done < updates:
@@ -86,6 +87,8 @@ def _train(rule: LearningRule, train: Split, updates: int, batch: int = 32, seed
         for start in range(0, len(train), batch):
             idx = perm[start:start + batch]
             rule.update(train.x[idx], train.y[idx])
+            if after_update is not None:
+                after_update()
             done += 1
             if done >= updates:
                 return
@@ -152,19 +155,13 @@ def train_last_layer_only(rule: LearningRule, train: Split, updates: int, batch:
     weights themselves and rules whose hidden updates do not go through `.grad`."""
     hidden = [p for layer in rule.net.layers[:-1] for p in layer.parameters()]
     initial = [p.detach().clone() for p in hidden]
-    g = torch.Generator().manual_seed(seed)
-    done = 0
-    while done < updates:
-        perm = torch.randperm(len(train), generator=g)
-        for start in range(0, len(train), batch):
-            idx = perm[start:start + batch]
-            rule.update(train.x[idx], train.y[idx])
-            with torch.no_grad():
-                for p, p0 in zip(hidden, initial):
-                    p.copy_(p0)
-            done += 1
-            if done >= updates:
-                return
+
+    @torch.no_grad()
+    def restore_hidden() -> None:
+        for p, p0 in zip(hidden, initial):
+            p.copy_(p0)
+
+    _train(rule, train, updates, batch, seed, after_update=restore_hidden)
 
 
 def check_hidden_learns(rule_name: str) -> CheckResult:

@@ -38,7 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from plasticity import register_rule
-from plasticity.feedback import direct_shape, feedback_path, random_feedback
+from plasticity.feedback import direct_random_feedback, feedback_path
 from plasticity.losses import LOSSES, LossName
 from plasticity.rule import FeedbackPair, FeedbackRule
 
@@ -61,10 +61,7 @@ class DirectRandomTargetProjection(FeedbackRule):
 
     def __init__(self, net, params, optimizer, generator) -> None:
         super().__init__(net, params, optimizer, generator)
-        n_out = self.layers[-1].weight.shape[0]
-        self.B = [None] + [random_feedback(direct_shape(layer, n_out), float(layer.weight.detach().std())
-                                           * params.feedback_scale, layer.weight, generator)
-                           for layer in self.layers[1:]]
+        self.B = direct_random_feedback(self.layers, params.feedback_scale, generator)
 
     def credit(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         with feedback_path(self.layers, self.B, self._holder):

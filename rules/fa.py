@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plasticity import FeedbackPair, register_rule
-from plasticity.feedback import direct_shape, feedback_shape, random_feedback
+from plasticity.feedback import direct_random_feedback, feedback_shape, random_feedback
 from plasticity.losses import LossName
 from plasticity.network import MLP
 from plasticity.rule import FeedbackRule
@@ -74,11 +74,7 @@ class DirectFeedbackAlignment(FeedbackRule):
 
     def __init__(self, net, params, optimizer, generator) -> None:
         super().__init__(net, params, optimizer, generator)
-        n_out = self.layers[-1].weight.shape[0]
-        # B_l reaches layer l's input from the output; scaled like layer l's own weights.
-        self.B = [None] + [random_feedback(direct_shape(layer, n_out), float(layer.weight.detach().std())
-                                           * params.feedback_scale, layer.weight, generator)
-                           for layer in self.layers[1:]]
+        self.B = direct_random_feedback(self.layers, params.feedback_scale, generator)
 
     def feedback(self) -> list[FeedbackPair] | None:
         if not isinstance(self.net, MLP):

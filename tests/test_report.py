@@ -400,7 +400,7 @@ def _drawn_figures(monkeypatch, path: Path) -> tuple[dict[str, list], dict[str, 
     variant's key; the figures are inspected as matplotlib objects, before they become SVG."""
     drawn: dict[str, list] = {}
     keys: dict[str, str] = {}
-    to_svg, variant_styles = figures.to_svg, figures.variant_styles
+    to_svg, variant_styles = figures.to_svg, drawing.variant_styles
 
     def keep(fig):
         drawn.setdefault(inspect.currentframe().f_back.f_code.co_name, []).append(fig)
@@ -412,7 +412,7 @@ def _drawn_figures(monkeypatch, path: Path) -> tuple[dict[str, list], dict[str, 
         return out
 
     monkeypatch.setattr(figures, "to_svg", keep)
-    monkeypatch.setattr(figures, "variant_styles", styles)
+    monkeypatch.setattr(drawing, "variant_styles", styles)
     build_report(path)
     return drawn, keys
 
@@ -467,7 +467,7 @@ def test_a_figure_drawn_empty_fails_the_paths_check(tmp_path, monkeypatch):
     """The check above sees data, not a title: the same figure with its lines emptied fails it."""
     path = write_demo_suite(tmp_path / "s", rules={"bp": {}}, seeds=(0, 1), diverged=0, error_cell=False,
                             incomplete_cell=False, feedback=False, published=False)
-    monkeypatch.setattr(figures, "_line", lambda ax, x, y, style, **kw: ax.plot([], [])[0].set_gid(style.key))
+    monkeypatch.setattr(figures, "draw_line", lambda ax, x, y, style, **kw: ax.plot([], [])[0].set_gid(style.key))
     drawn, keys = _drawn_figures(monkeypatch, path)
     (curves,) = drawn["learning_curves"]
     assert all(_paths(ax, keys["bp + sgd"])[0] == 0 for ax in curves.axes)
