@@ -447,8 +447,8 @@ def _judge_grid(claim: dict[str, Any], results: Sequence[SideResult]) -> Verdict
 
 def t_interval(values: Iterable[float]):
     """The report's Student-t interval (imported late: loading a suite must not load the plotting stack)."""
-    from .report.stats import t_interval as _t
-    return _t(values)
+    from .report import stats
+    return stats.t_interval(values)
 
 
 def judge_all(claims: Sequence[Any], records: Sequence[CellRecord]) -> list[Verdict]:
